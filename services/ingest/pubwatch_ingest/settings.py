@@ -41,7 +41,7 @@ class IngestSettings(CommonSettings):
         default=None, ge=1, description="Override; default 3/s without an API key, 10/s with."
     )
     rate_window_s: float = Field(
-        default=1.1,
+        default=1.25,
         gt=0,
         description="The limiter's window: a little over NCBI's 1 s so that a request sent a "
         "moment after it was admitted still lands in a compliant second.",

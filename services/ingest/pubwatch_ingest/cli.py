@@ -1,0 +1,131 @@
+"""``pubwatch ingest ...``: the ingest worker, an on-demand poll, and a topics-file check."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+from pubwatch_shared.embedded_redis import EmbeddedRedisError, redis_url_or_embedded
+from pubwatch_shared.logs import configure_logging
+from pubwatch_shared.topics import Topic, TopicsFileError, load_topics
+from pydantic import ValidationError
+
+from pubwatch_ingest.poller import TopicReport
+from pubwatch_ingest.runtime import poller_for
+from pubwatch_ingest.settings import IngestSettings
+
+log = logging.getLogger("pubwatch.ingest")
+
+
+def load_settings(process_name: str) -> IngestSettings:
+    """Settings from the environment; a bad setting ends the process with a clear message."""
+    try:
+        settings = IngestSettings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = f"PUBWATCH_{field.upper()}" if field else "settings"
+            click.echo(f"error: {name}: {error['msg']}", err=True)
+        sys.exit(2)
+    configure_logging(process_name, settings.log_level, settings.log_format)
+    if not settings.ncbi_email:
+        log.warning("PUBWATCH_NCBI_EMAIL is not set: NCBI asks every client for a contact address")
+    return settings
+
+
+def load_topics_or_exit(settings: IngestSettings) -> list[Topic]:
+    try:
+        return load_topics(settings.topics_file)
+    except TopicsFileError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+def ingest() -> None:
+    """Watch PubMed for each topic and post change events."""
+
+
+@ingest.command("check-topics")
+def check_topics() -> None:
+    """Validate the topics file (PUBWATCH_TOPICS_FILE) and list its topics."""
+    settings = load_settings("ingest-check")
+    topics = load_topics_or_exit(settings)
+    for topic in topics:
+        click.echo(f"{topic.slug:<40} {topic.name}")
+    click.echo(f"{settings.topics_file}: {len(topics)} topics, OK")
+
+
+@ingest.command()
+def worker() -> None:
+    """Run the scheduled poller until SIGTERM or Ctrl-C."""
+    from pubwatch_ingest.worker import run_worker
+
+    settings = load_settings("ingest-worker")
+    load_topics_or_exit(settings)  # refuse to start on a broken file
+    try:
+        with redis_url_or_embedded(settings.redis_url, settings.var_dir) as redis_url:
+            asyncio.run(run_worker(settings, redis_url))
+    except EmbeddedRedisError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _print_report(report: TopicReport, dry_run: bool) -> None:
+    if report.status in {"busy", "failed"}:
+        detail = report.error or "another poll of this topic is running"
+        click.echo(f"{report.slug}: {report.status} ({detail})")
+        return
+    kind = "baseline" if report.status == "baseline" else "new"
+    click.echo(
+        f"{report.slug}: {report.found} found, {len(report.new_articles)} {kind}, "
+        f"{report.notices} errata/comments skipped, {len(report.retracted)} retracted, "
+        f"{len(report.events)} events {'(dry run: not sent)' if dry_run else 'sent'}"
+        + (
+            f", {report.recovered_events} re-sent from an interrupted poll"
+            if report.recovered_events
+            else ""
+        )
+    )
+    for article in report.new_articles:
+        click.echo(f"  + {article.pmid} [{article.evidence_level.value}] {article.title}")
+        click.echo(f"      {article.summary}")
+    for article in report.retracted:
+        click.echo(f"  ! {article.pmid} RETRACTED {article.title}")
+
+
+@ingest.command()
+@click.option(
+    "--topic", "slugs", multiple=True, metavar="SLUG", help="Only this topic (repeatable)."
+)
+@click.option("--dry-run", is_flag=True, help="Show what is new without sending or recording it.")
+def poll(slugs: tuple[str, ...], dry_run: bool) -> None:
+    """Poll topics now and print what was found."""
+    settings = load_settings("ingest-poll")
+    topics = load_topics_or_exit(settings)
+    if slugs:
+        unknown = set(slugs) - {t.slug for t in topics}
+        if unknown:
+            click.echo(f"error: unknown topic(s) {', '.join(sorted(unknown))}", err=True)
+            sys.exit(2)
+        topics = [t for t in topics if t.slug in slugs]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        click.echo(f"\r{stage}: {done}/{total} articles", nl=done >= total, err=True)
+
+    async def run(redis_url: str) -> list[TopicReport]:
+        async with poller_for(settings, redis_url) as poller:
+            return await poller.poll(topics, dry_run=dry_run, progress=progress)
+
+    try:
+        with redis_url_or_embedded(settings.redis_url, settings.var_dir) as redis_url:
+            reports = asyncio.run(run(redis_url))
+    except EmbeddedRedisError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for report in reports:
+        _print_report(report, dry_run)
+    if any(report.status == "failed" for report in reports):
+        sys.exit(1)
