@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from pubwatch_shared.embedded_redis import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

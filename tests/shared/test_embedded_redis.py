@@ -29,9 +29,11 @@ def test_data_survives_a_kill_with_append_only(tmp_path: Path) -> None:
 
 
 def test_second_owner_gets_a_clear_error(tmp_path: Path) -> None:
-    with RedisServer(tmp_path / "redis"):
-        with pytest.raises(EmbeddedRedisError, match="already owned by pid"):
-            RedisServer(tmp_path / "redis").start()
+    with (
+        RedisServer(tmp_path / "redis"),
+        pytest.raises(EmbeddedRedisError, match="already owned by pid"),
+    ):
+        RedisServer(tmp_path / "redis").start()
 
 
 def test_configured_url_is_used_as_is(tmp_path: Path) -> None:

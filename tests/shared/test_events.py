@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from pubwatch_shared.events import EXAMPLE_EVENT, ChangeEvent, EvidenceLevel, EventType
+from pubwatch_shared.events import EXAMPLE_EVENT, ChangeEvent, EventType, EvidenceLevel
 from pubwatch_shared.schema import SCHEMA_FILE, render
 
 

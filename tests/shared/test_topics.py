@@ -39,7 +39,10 @@ def test_good_file() -> None:
         ("[[topic]\nslug = 1", "not valid TOML"),
         ("", "no topics"),
         (GOOD + GOOD, "line 7 (topic #2): duplicate slug 'a-topic' (first defined at line 2)"),
-        (GOOD.replace("'mastocytosis[tiab]'", "'  '"), "line 2 (topic #1): 'query' is missing or empty"),
+        (
+            GOOD.replace("'mastocytosis[tiab]'", "'  '"),
+            "line 2 (topic #1): 'query' is missing or empty",
+        ),
         (GOOD.replace('"a-topic"', '"A Topic"'), "must be lowercase letters"),
         (GOOD + 'colour = "red"\n', "unknown key(s) ['colour']"),
         (GOOD.replace("'mastocytosis[tiab]'", "'(mastocytosis'"), "parentheses do not balance"),
