@@ -219,5 +219,8 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(500), default=None)
     # The message this delivery went out in (several deliveries share one for digests).
     message_key: Mapped[str | None] = mapped_column(String(100), default=None)
+    # Positions of the event's items this delivery carries: those at or above the
+    # subscriber's threshold at fan-out. Rendering and retraction matching read it.
+    item_positions: Mapped[list[int]] = mapped_column(JSON, default=list)
 
     subscription: Mapped[Subscription] = relationship(back_populates="deliveries")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-25 13:05:14.607720
+Create Date: 2026-11-25 13:10:23.394134
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ def upgrade() -> None:
         sa.Column("provider_id", sa.String(length=100), nullable=True),
         sa.Column("last_error", sa.String(length=500), nullable=True),
         sa.Column("message_key", sa.String(length=100), nullable=True),
+        sa.Column("item_positions", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(["event_id"], ["events.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["subscription_id"], ["subscriptions.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),

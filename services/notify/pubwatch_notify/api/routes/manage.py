@@ -1,0 +1,282 @@
+"""Pages reached by signed links in messages: confirm, preferences, unsubscribe.
+
+The token in the path says which subscription and for what; a bad, expired or superseded
+token gets a friendly page. ``POST /unsubscribe/{token}`` is also the RFC 8058 one-click
+endpoint: no cookies, no CSRF field, no redirect, always 200 for a valid token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pubwatch_notify.api.deps import (
+    Resources,
+    ResourcesDep,
+    SessionDep,
+    client_ip,
+    render,
+    render_message,
+)
+from pubwatch_notify.api.routes.subscribe import read_form
+from pubwatch_notify.api.security import CSRF_FIELD
+from pubwatch_notify.store.models import Frequency, Subscription, SubscriptionStatus
+from pubwatch_notify.subscriptions import service
+from pubwatch_notify.subscriptions.addresses import mask_address
+from pubwatch_notify.subscriptions.choices import (
+    CHANNEL_LABELS,
+    COMMON_TIMEZONES,
+    FREQUENCY_LABELS,
+    THRESHOLD_LABELS,
+    canonical_timezone,
+    threshold_words,
+)
+from pubwatch_notify.subscriptions.form import first_text
+from pubwatch_notify.tokens import Purpose, TokenError
+from pubwatch_shared.events import EvidenceLevel
+
+log = logging.getLogger("pubwatch.notify.manage")
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+ONE_CLICK_FIELD = "List-Unsubscribe"
+ONE_CLICK_VALUE = "One-Click"
+MAX_TOKEN_CHARS = 400
+
+
+def _link_problem(request: Request, exc: TokenError) -> Response:
+    if exc.expired:
+        return render(request, "link_problem.html", {"expired": True}, status_code=410)
+    return render(request, "link_problem.html", {"expired": False}, status_code=404)
+
+
+async def _subscription(
+    request: Request, session: AsyncSession, resources: Resources, purpose: Purpose, token: str
+) -> Subscription | Response:
+    if len(token) > MAX_TOKEN_CHARS:
+        return _link_problem(request, TokenError("too long"))
+    try:
+        return await service.subscription_for_token(session, resources.signer, purpose, token)
+    except TokenError as exc:
+        return _link_problem(request, exc)
+
+
+def _describe(resources: Resources, subscription: Subscription) -> dict[str, Any]:
+    topic = resources.topics.get(subscription.topic)
+    links = resources.links
+    return {
+        "subscription": subscription,
+        "topic_name": topic.name if topic else subscription.topic,
+        "topic_slug": subscription.topic,
+        "masked_address": mask_address(subscription.address),
+        "channel_label": _label(CHANNEL_LABELS, subscription.channel),
+        "frequency_label": _label(FREQUENCY_LABELS, subscription.frequency),
+        "threshold_label": threshold_words(subscription.min_level),
+        "preferences_url": links.preferences(subscription.id, subscription.token_version),
+        "unsubscribe_url": links.unsubscribe(subscription.id, subscription.token_version),
+        "active": subscription.status in service.ACTIVE,
+    }
+
+
+def _label(labels: Mapping[Any, str], value: str) -> str:
+    return labels.get(value, value)
+
+
+def _ended(request: Request, resources: Resources, subscription: Subscription) -> Response:
+    return render(request, "ended.html", _describe(resources, subscription))
+
+
+# --- confirm -------------------------------------------------------------------------------
+
+
+@router.get("/confirm/{token}")
+async def confirm_page(
+    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+) -> Response:
+    # A page with a button, not a confirmation on GET: mail scanners open links in
+    # messages, and their visit must not count as the person's consent.
+    found = await _subscription(request, session, resources, Purpose.CONFIRM, token)
+    if isinstance(found, Response):
+        return found
+    if found.status == SubscriptionStatus.CONFIRMED:
+        return render(request, "confirmed.html", {**_describe(resources, found), "already": True})
+    if found.status != SubscriptionStatus.PENDING:
+        return _ended(request, resources, found)
+    return render(request, "confirm.html", _describe(resources, found))
+
+
+@router.post("/confirm/{token}")
+async def confirm_submit(
+    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+) -> Response:
+    found = await _subscription(request, session, resources, Purpose.CONFIRM, token)
+    if isinstance(found, Response):
+        return found
+    form = await read_form(request)
+    if form is None or not resources.csrf.verify(request, first_text(form, CSRF_FIELD)):
+        context = {**_describe(resources, found), "form_error": "Please press the button again."}
+        return render(request, "confirm.html", context, status_code=403)
+    if found.status == SubscriptionStatus.CONFIRMED:
+        return render(request, "confirmed.html", {**_describe(resources, found), "already": True})
+    if not await service.confirm(session, found, ip=client_ip(request)):
+        return _ended(request, resources, found)
+    log.info("subscription confirmed", extra={"subscription_id": found.id})
+    return render(request, "confirmed.html", {**_describe(resources, found), "already": False})
+
+
+# --- preferences ---------------------------------------------------------------------------
+
+
+def _preferences_context(
+    resources: Resources,
+    subscription: Subscription,
+    values: dict[str, str],
+    errors: dict[str, str],
+    saved: bool = False,
+) -> dict[str, Any]:
+    thresholds = dict(THRESHOLD_LABELS.items())
+    try:
+        current = EvidenceLevel(subscription.min_level)
+    except ValueError:
+        current = None
+    if current is not None and current not in thresholds:
+        # Set through another route (the API): keep it choosable rather than silently change it.
+        thresholds[current] = threshold_words(current)
+    return {
+        **_describe(resources, subscription),
+        "values": values,
+        "errors": errors,
+        "saved": saved,
+        "frequency_labels": FREQUENCY_LABELS,
+        "threshold_labels": thresholds,
+        "common_timezones": COMMON_TIMEZONES,
+    }
+
+
+def _current_values(subscription: Subscription) -> dict[str, str]:
+    return {
+        "frequency": subscription.frequency,
+        "min_level": subscription.min_level,
+        "timezone": subscription.timezone,
+    }
+
+
+@router.get("/preferences/{token}")
+async def preferences_page(
+    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+) -> Response:
+    found = await _subscription(request, session, resources, Purpose.PREFERENCES, token)
+    if isinstance(found, Response):
+        return found
+    if found.status not in service.ACTIVE:
+        return _ended(request, resources, found)
+    context = _preferences_context(resources, found, _current_values(found), {})
+    return render(request, "preferences.html", context)
+
+
+@router.post("/preferences/{token}")
+async def preferences_submit(
+    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+) -> Response:
+    found = await _subscription(request, session, resources, Purpose.PREFERENCES, token)
+    if isinstance(found, Response):
+        return found
+    if found.status not in service.ACTIVE:
+        return _ended(request, resources, found)
+    form = await read_form(request)
+    if form is None:
+        return render_message(request, "Something went wrong", "Please try again.", 400)
+    values = {
+        name: first_text(form, name).strip() for name in ("frequency", "min_level", "timezone")
+    }
+    if not resources.csrf.verify(request, first_text(form, CSRF_FIELD)):
+        errors = {"form": "This page had expired. Check your choices and save again."}
+        context = _preferences_context(resources, found, values, errors)
+        return render(request, "preferences.html", context, status_code=403)
+    action = first_text(form, "action")
+    if action in ("unsubscribe-topic", "unsubscribe-all"):
+        every_topic = action == "unsubscribe-all"
+        count = await service.unsubscribe(
+            session, found, every_topic=every_topic, source="web", ip=client_ip(request)
+        )
+        log.info("unsubscribed", extra={"subscription_id": found.id, "count": count})
+        context = {**_describe(resources, found), "every_topic": every_topic}
+        return render(request, "unsubscribed.html", context)
+    errors = _check_preferences(
+        values,
+        allowed_levels=_preferences_context(resources, found, values, {})["threshold_labels"],
+    )
+    if errors:
+        context = _preferences_context(resources, found, values, errors)
+        return render(request, "preferences.html", context, status_code=422)
+    timezone = canonical_timezone(values["timezone"]) or found.timezone
+    await service.update_preferences(
+        session,
+        found,
+        frequency=values["frequency"],
+        min_level=values["min_level"],
+        timezone=timezone,
+    )
+    context = _preferences_context(resources, found, _current_values(found), {}, saved=True)
+    return render(request, "preferences.html", context)
+
+
+def _check_preferences(
+    values: dict[str, str], allowed_levels: dict[EvidenceLevel, str]
+) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if values["frequency"] not in {frequency.value for frequency in Frequency}:
+        errors["frequency"] = "Choose how often you want to hear from us."
+    if values["min_level"] not in {level.value for level in allowed_levels}:
+        errors["min_level"] = "Choose which studies you want to hear about."
+    if canonical_timezone(values["timezone"]) is None:
+        errors["timezone"] = (
+            "We don't know this time zone. Use a name like America/Chicago or Europe/London."
+        )
+    return errors
+
+
+# --- unsubscribe ---------------------------------------------------------------------------
+
+
+@router.get("/unsubscribe/{token}")
+async def unsubscribe_page(
+    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+) -> Response:
+    found = await _subscription(request, session, resources, Purpose.UNSUBSCRIBE, token)
+    if isinstance(found, Response):
+        return found
+    if found.status not in service.ACTIVE:
+        context = {**_describe(resources, found), "every_topic": False}
+        return render(request, "unsubscribed.html", context)
+    return render(request, "unsubscribe.html", _describe(resources, found))
+
+
+@router.post("/unsubscribe/{token}")
+async def unsubscribe_submit(
+    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+) -> Response:
+    """The page's button and RFC 8058 one-click both land here. No CSRF check: the token is
+    the authorization, exactly as for one-click, and refusing someone who wants to leave
+    would be worse than anything a forged request could do with a token it cannot have."""
+    found = await _subscription(request, session, resources, Purpose.UNSUBSCRIBE, token)
+    if isinstance(found, Response):
+        return found
+    form = await read_form(request)
+    one_click = form is not None and first_text(form, ONE_CLICK_FIELD) == ONE_CLICK_VALUE
+    count = await service.unsubscribe(
+        session,
+        found,
+        every_topic=False,
+        source="one-click" if one_click else "web",
+        ip=client_ip(request),
+    )
+    log.info(
+        "unsubscribed",
+        extra={"subscription_id": found.id, "count": count, "one_click": one_click},
+    )
+    context = {**_describe(resources, found), "every_topic": False}
+    return render(request, "unsubscribed.html", context, with_csrf=False)

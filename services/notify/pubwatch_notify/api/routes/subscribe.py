@@ -1,0 +1,211 @@
+"""The subscribe form's POST, on the topic page (``/topics/{slug}``) and the embeddable
+form (``/embed/{slug}``). A mistake re-renders the form with each error beside its field and
+the person's input kept; nothing is stored unless the whole form is right."""
+
+from __future__ import annotations
+
+import logging
+
+from arq import ArqRedis
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from pubwatch_notify.api.deps import (
+    QueueDep,
+    RateLimiterDep,
+    Resources,
+    ResourcesDep,
+    SessionDep,
+    client_ip,
+    render,
+    render_message,
+)
+from pubwatch_notify.api.routes.pages import (
+    HONEYPOT_FIELD,
+    form_context,
+    topic_page_context,
+)
+from pubwatch_notify.api.security import CSRF_FIELD, RateLimiter
+from pubwatch_notify.store.models import Channel
+from pubwatch_notify.subscriptions import service
+from pubwatch_notify.subscriptions.addresses import address_hash
+from pubwatch_notify.subscriptions.confirmation import enqueue_confirmation
+from pubwatch_notify.subscriptions.form import (
+    FormRules,
+    check_subscribe_form,
+    first_text,
+    read_values,
+)
+from pubwatch_notify.subscriptions.wording import consent_wording
+from pubwatch_shared.topics import Topic
+
+log = logging.getLogger("pubwatch.notify.subscribe")
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+
+async def read_form(request: Request) -> FormData | None:
+    """The posted form, or None when the body cannot be read as one."""
+    try:
+        return await request.form()
+    except (HTTPException, MultiPartException, UnicodeDecodeError, ValueError):
+        return None
+
+
+async def _render_form(
+    request: Request,
+    session: AsyncSession,
+    resources: Resources,
+    topic: Topic,
+    values: dict[str, str],
+    errors: dict[str, str],
+    *,
+    embed: bool,
+    status_code: int,
+) -> Response:
+    context = form_context(resources, topic, values, errors, embed=embed, detect_timezone=False)
+    if embed:
+        return render(request, "embed.html", context, status_code)
+    context = await topic_page_context(session, resources, topic, context)
+    return render(request, "topic.html", context, status_code)
+
+
+async def _subscribe(
+    request: Request,
+    slug: str,
+    *,
+    embed: bool,
+    resources: Resources,
+    session: AsyncSession,
+    limiter: RateLimiter,
+    queue: ArqRedis,
+) -> Response:
+    settings = resources.settings
+    topic = resources.topics.get(slug)
+    if topic is None:
+        return render_message(
+            request, "Topic not found", "PubWatch doesn't follow this topic.", 404, embed=embed
+        )
+    form = await read_form(request)
+    if form is None:
+        return render_message(
+            request,
+            "Something went wrong",
+            "The form could not be read. Please try again.",
+            400,
+            embed=embed,
+        )
+    ip = client_ip(request)
+    if first_text(form, HONEYPOT_FIELD):
+        return render(request, "check.html", {"topic": topic, "channel": "", "embed": embed})
+    if not await limiter.allow("signup-ip", ip or "unknown", settings.signup_limit_per_ip):
+        return render_message(
+            request,
+            "Too many sign-ups",
+            "There have been too many sign-ups from your network in the last hour. "
+            "Please try again later.",
+            429,
+            embed=embed,
+        )
+    values = read_values(form, settings.default_timezone)
+    if not resources.csrf.verify(request, first_text(form, CSRF_FIELD)):
+        errors = {"form": "This form had expired. Check your details and send it again."}
+        return await _render_form(
+            request, session, resources, topic, values, errors, embed=embed, status_code=403
+        )
+    rules = FormRules(settings.phone_default_region, settings.check_email_deliverability)
+    source = "embed" if embed else "web"
+    if settings.check_email_deliverability:
+        checked = await run_in_threadpool(
+            check_subscribe_form, form, topic.slug, rules, settings.default_timezone, source
+        )
+    else:
+        checked = check_subscribe_form(form, topic.slug, rules, settings.default_timezone, source)
+    subscribe_request = checked.request
+    if subscribe_request is None:
+        return await _render_form(
+            request,
+            session,
+            resources,
+            topic,
+            checked.values,
+            checked.errors,
+            embed=embed,
+            status_code=422,
+        )
+    hashed = address_hash(settings.secret_key, subscribe_request.address)
+    if not await limiter.allow("signup-address", hashed, settings.signup_limit_per_address):
+        field = "phone" if subscribe_request.channel == Channel.SMS else "email"
+        errors = {
+            field: "There have been too many sign-ups for this address. Try again in an hour."
+        }
+        return await _render_form(
+            request, session, resources, topic, checked.values, errors, embed=embed, status_code=429
+        )
+    wording = consent_wording(
+        subscribe_request.channel,
+        topic.name,
+        settings.program_name,
+        settings.consent_wording_version,
+    )
+    result = await service.subscribe(
+        session, subscribe_request, hashed_address=hashed, wording=wording, ip=ip
+    )
+    # Stored first, then queued: if Redis failed in between, the subscription waits as
+    # pending and signing up again queues its confirmation.
+    if result.needs_confirmation:
+        await enqueue_confirmation(queue, result.subscription_id, result.token_version)
+    log.info(
+        "sign-up",
+        extra={
+            "subscription_id": result.subscription_id,
+            "topic": topic.slug,
+            "channel": subscribe_request.channel.value,
+            "outcome": result.outcome.value,
+        },
+    )
+    context = {"topic": topic, "channel": subscribe_request.channel.value, "embed": embed}
+    return render(request, "check.html", context)
+
+
+@router.post("/topics/{slug}")
+async def subscribe_on_topic_page(
+    slug: str,
+    request: Request,
+    resources: ResourcesDep,
+    session: SessionDep,
+    limiter: RateLimiterDep,
+    queue: QueueDep,
+) -> Response:
+    return await _subscribe(
+        request,
+        slug,
+        embed=False,
+        resources=resources,
+        session=session,
+        limiter=limiter,
+        queue=queue,
+    )
+
+
+@router.post("/embed/{slug}")
+async def subscribe_in_embed(
+    slug: str,
+    request: Request,
+    resources: ResourcesDep,
+    session: SessionDep,
+    limiter: RateLimiterDep,
+    queue: QueueDep,
+) -> Response:
+    return await _subscribe(
+        request,
+        slug,
+        embed=True,
+        resources=resources,
+        session=session,
+        limiter=limiter,
+        queue=queue,
+    )

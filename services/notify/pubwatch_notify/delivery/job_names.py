@@ -1,0 +1,25 @@
+"""Names and deterministic ids of notify's own arq jobs (``handle_event`` is in shared)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+SEND_EVENT_PAGE_JOB = "send_event_page"
+SEND_TO_SUBSCRIPTIONS_JOB = "send_to_subscriptions"
+SEND_DIGESTS_JOB = "send_digests"
+
+
+def event_page_job_id(event_pk: int, after_subscription_id: int) -> str:
+    return f"send:{event_pk}:{after_subscription_id}"
+
+
+def held_job_id(subscription_id: int, not_before: datetime) -> str:
+    return f"held:{subscription_id}:{int(not_before.timestamp())}"
+
+
+def sweep_job_id(minute: datetime, first_subscription_id: int) -> str:
+    return f"sweep:{minute:%Y%m%dT%H%M}:{first_subscription_id}"
+
+
+def digest_job_id(minute: datetime, first_subscription_id: int) -> str:
+    return f"digest:{minute:%Y%m%dT%H%M}:{first_subscription_id}"

@@ -1,0 +1,354 @@
+"""The notify worker's arq jobs. Each is safe to run twice: arq may, and a crash will.
+
+- ``handle_event``: store the event (a repeat is a no-op), fan out page by page, enqueue one
+  send job per page with a deterministic id;
+- ``send_event_page``: send one page's queued deliveries of one event;
+- ``send_to_subscriptions``: send every due queued delivery of some subscribers (held SMS,
+  deliveries whose job was lost);
+- ``send_digests``: one digest per due subscriber;
+- crons ``enqueue_due_digests`` and ``sweep`` (each minute).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from arq import Retry
+from sqlalchemy import select, update
+
+from pubwatch_notify.delivery import claims
+from pubwatch_notify.delivery.fanout import SILENT_TYPES, fan_out_page, load_event_facts
+from pubwatch_notify.delivery.intake import parse_event, store_event
+from pubwatch_notify.delivery.job_names import (
+    SEND_DIGESTS_JOB,
+    SEND_EVENT_PAGE_JOB,
+    SEND_TO_SUBSCRIPTIONS_JOB,
+    digest_job_id,
+    event_page_job_id,
+    sweep_job_id,
+)
+from pubwatch_notify.delivery.runtime import Runtime, runtime_from
+from pubwatch_notify.delivery.sender import (
+    BatchResult,
+    BatchSender,
+    SendOptions,
+    advance_digest,
+    backoff_s,
+    group_by_subscription,
+    load_recipients,
+    stale_before,
+)
+from pubwatch_notify.store.models import (
+    Channel,
+    Delivery,
+    DeliveryStatus,
+    Frequency,
+    StoredEvent,
+    Subscription,
+    SubscriptionStatus,
+)
+from pubwatch_shared.queue import NOTIFY_QUEUE
+
+log = logging.getLogger(__name__)
+
+DIGEST_BATCH_SIZE = 200
+SWEEP_BATCH_SIZE = 200
+# A queued delivery younger than this still has its own job coming; the sweeper leaves it.
+ORPHAN_AFTER = timedelta(minutes=2)
+
+
+async def handle_event(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    runtime = runtime_from(ctx)
+    event = parse_event(payload)
+    async with runtime.sessions.begin() as session:
+        stored, created = await store_event(session, event, posted_by=None)
+        event_pk, fanned_out = stored.id, stored.fanned_out_at is not None
+    if fanned_out or event.type.value in SILENT_TYPES:
+        if not fanned_out:
+            await _mark_fanned_out(runtime, event_pk)
+        return {"event_pk": event_pk, "created": created, "deliveries": 0}
+    deliveries = await fan_out(runtime, event_pk)
+    return {"event_pk": event_pk, "created": created, "deliveries": deliveries}
+
+
+async def fan_out(runtime: Runtime, event_pk: int) -> int:
+    """Walk the event's audience page by page; returns the deliveries recorded now."""
+    async with runtime.sessions() as session:
+        facts = await load_event_facts(session, event_pk)
+    after_id, inserted = 0, 0
+    while True:
+        async with runtime.sessions.begin() as session:
+            page = await fan_out_page(
+                session, facts, after_id, runtime.settings.fanout_page_size, runtime.clock()
+            )
+        if page is None:
+            break
+        inserted += page.inserted
+        if page.immediate:
+            # Enqueued after the page's deliveries are committed; a crash before this line
+            # re-runs the page on retry, and the job id makes a second enqueue a no-op.
+            await runtime.redis.enqueue_job(
+                SEND_EVENT_PAGE_JOB,
+                event_pk,
+                page.after_id,
+                page.last_id,
+                _job_id=event_page_job_id(event_pk, page.after_id),
+                _queue_name=NOTIFY_QUEUE,
+            )
+        after_id = page.last_id
+    await _mark_fanned_out(runtime, event_pk)
+    log.info("event fanned out", extra={"event_pk": event_pk, "deliveries": inserted})
+    return inserted
+
+
+async def _mark_fanned_out(runtime: Runtime, event_pk: int) -> None:
+    async with runtime.sessions.begin() as session:
+        await session.execute(
+            update(StoredEvent)
+            .where(StoredEvent.id == event_pk, StoredEvent.fanned_out_at.is_(None))
+            .values(fanned_out_at=runtime.clock())
+        )
+
+
+async def send_event_page(
+    ctx: dict[str, Any], event_pk: int, after_subscription_id: int, last_subscription_id: int
+) -> dict[str, int]:
+    runtime = runtime_from(ctx)
+    now = runtime.clock()
+    stale = stale_before(now, runtime.settings.send_job_timeout_s)
+    async with runtime.sessions.begin() as session:
+        claimed = await claims.claim(
+            session,
+            [
+                Delivery.event_id == event_pk,
+                Delivery.subscription_id > after_subscription_id,
+                Delivery.subscription_id <= last_subscription_id,
+            ],
+            now,
+            stale,
+        )
+        # An SMS subscriber's other due items (held by quiet hours or the cap) ride along
+        # in this message instead of costing another one.
+        sms_subscribers = sorted({d.subscription_id for d in claimed if d.channel == Channel.SMS})
+        if sms_subscribers:
+            claimed += await claims.claim(
+                session,
+                [
+                    Delivery.subscription_id.in_(sms_subscribers),
+                    Delivery.channel == Channel.SMS.value,
+                ],
+                now,
+                stale,
+            )
+    return await _send_claimed(ctx, runtime, claimed, SendOptions())
+
+
+async def send_to_subscriptions(ctx: dict[str, Any], subscription_ids: list[int]) -> dict[str, int]:
+    runtime = runtime_from(ctx)
+    now = runtime.clock()
+    async with runtime.sessions.begin() as session:
+        claimed = await claims.claim(
+            session,
+            [Delivery.subscription_id.in_(subscription_ids)],
+            now,
+            stale_before(now, runtime.settings.send_job_timeout_s),
+        )
+    return await _send_claimed(ctx, runtime, claimed, SendOptions())
+
+
+async def _send_claimed(
+    ctx: dict[str, Any],
+    runtime: Runtime,
+    claimed: list[claims.ClaimedDelivery],
+    options: SendOptions,
+) -> dict[str, int]:
+    if not claimed:
+        return {"sent": 0}
+    options.final_try = ctx.get("job_try", 1) >= runtime.settings.send_max_tries
+    async with runtime.sessions() as session:
+        recipients = await load_recipients(session, [d.subscription_id for d in claimed])
+    groups, orphans = group_by_subscription(claimed, recipients)
+    if orphans:
+        async with runtime.sessions.begin() as session:
+            await claims.mark_skipped(session, orphans, "subscription deleted")
+    result = await BatchSender(runtime, options).send(groups)
+    _retry_if_needed(ctx, runtime, result)
+    return _summary(result)
+
+
+def _retry_if_needed(ctx: dict[str, Any], runtime: Runtime, result: BatchResult) -> None:
+    if result.continue_now and result.retry_later == result.continue_now:
+        raise Retry(defer=0)
+    if not result.retry_later:
+        return
+    settings = runtime.settings
+    delay_s = backoff_s(
+        ctx.get("job_try", 1),
+        settings.retry_base_delay_s,
+        settings.retry_max_delay_s,
+        random.random(),
+    )
+    if result.retry_after_s:
+        delay_s = max(delay_s, result.retry_after_s)
+    log.info(
+        "send job backing off",
+        extra={
+            "retry_later": result.retry_later,
+            "defer_s": round(delay_s, 2),
+            "reason": result.last_error,
+        },
+    )
+    raise Retry(defer=delay_s)
+
+
+def _summary(result: BatchResult) -> dict[str, int]:
+    return {
+        "sent": result.sent,
+        "failed": result.failed,
+        "skipped": result.skipped,
+        "held": result.held,
+        "retry_later": result.retry_later,
+    }
+
+
+async def send_digests(ctx: dict[str, Any], subscription_ids: list[int]) -> dict[str, int]:
+    """One digest per due subscriber: their pending items, merged; then the next date."""
+    runtime = runtime_from(ctx)
+    options = SendOptions(digest=True, release_status=DeliveryStatus.PENDING)
+    options.final_try = ctx.get("job_try", 1) >= runtime.settings.send_max_tries
+    sender = BatchSender(runtime, options)
+    total = BatchResult()
+    now = runtime.clock()
+    async with runtime.sessions() as session:
+        recipients = await load_recipients(session, subscription_ids)
+    due_ids = await _still_due(runtime, subscription_ids)
+    for sub_id in due_ids:
+        recipient = recipients.get(sub_id)
+        if recipient is None:
+            continue
+        async with runtime.sessions.begin() as session:
+            claimed = await claims.claim(
+                session,
+                [Delivery.subscription_id == sub_id],
+                now,
+                stale_before(now, runtime.settings.send_job_timeout_s),
+                source_status=DeliveryStatus.PENDING,
+            )
+            if not claimed:
+                in_flight = await session.scalar(
+                    select(Delivery.id)
+                    .where(
+                        Delivery.subscription_id == sub_id,
+                        Delivery.status == DeliveryStatus.SENDING.value,
+                    )
+                    .limit(1)
+                )
+                if in_flight is None:
+                    # Nothing new this period: just move the date on.
+                    await advance_digest(session, recipient, now)
+                continue
+        groups, _ = group_by_subscription(claimed, {sub_id: recipient})
+        total.add(await sender.send(groups))
+    _retry_if_needed(ctx, runtime, total)
+    return _summary(total)
+
+
+async def _still_due(runtime: Runtime, subscription_ids: Sequence[int]) -> list[int]:
+    # Re-checked here, not trusted from the cron: a digest already sent this period has
+    # moved next_digest_at on, so a second job for the same period finds nothing due.
+    async with runtime.sessions() as session:
+        rows = await session.scalars(
+            select(Subscription.id)
+            .where(
+                Subscription.id.in_(subscription_ids),
+                Subscription.status == SubscriptionStatus.CONFIRMED.value,
+                Subscription.next_digest_at <= runtime.clock(),
+            )
+            .order_by(Subscription.id)
+        )
+        return list(rows)
+
+
+async def enqueue_due_digests(ctx: dict[str, Any]) -> int:
+    """Cron, each minute: a ``send_digests`` job per page of subscribers whose digest is due."""
+    runtime = runtime_from(ctx)
+    now = runtime.clock()
+    minute = now.replace(second=0, microsecond=0)
+    after_id, jobs = 0, 0
+    while True:
+        async with runtime.sessions() as session:
+            ids = list(
+                await session.scalars(
+                    select(Subscription.id)
+                    .where(
+                        Subscription.status == SubscriptionStatus.CONFIRMED.value,
+                        Subscription.frequency.in_((Frequency.DAILY.value, Frequency.WEEKLY.value)),
+                        Subscription.next_digest_at <= now,
+                        Subscription.id > after_id,
+                    )
+                    .order_by(Subscription.id)
+                    .limit(DIGEST_BATCH_SIZE)
+                )
+            )
+        if not ids:
+            return jobs
+        await runtime.redis.enqueue_job(
+            SEND_DIGESTS_JOB, ids, _job_id=digest_job_id(minute, ids[0]), _queue_name=NOTIFY_QUEUE
+        )
+        jobs += 1
+        after_id = ids[-1]
+
+
+async def sweep(ctx: dict[str, Any]) -> int:
+    """Cron, each minute: nothing waits forever.
+
+    Claims gone stale (their job died) go back to ``queued``; queued deliveries that are due
+    and have no job coming (held ones now due, or a lost job) get one.
+    """
+    runtime = runtime_from(ctx)
+    now = runtime.clock()
+    async with runtime.sessions.begin() as session:
+        await session.execute(
+            update(Delivery)
+            .where(
+                Delivery.status == DeliveryStatus.SENDING.value,
+                Delivery.claimed_at < stale_before(now, runtime.settings.send_job_timeout_s),
+            )
+            .values(status=DeliveryStatus.QUEUED.value, claimed_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    minute = now.replace(second=0, microsecond=0)
+    after_id, jobs = 0, 0
+    while True:
+        async with runtime.sessions() as session:
+            ids = list(
+                await session.scalars(
+                    select(Delivery.subscription_id)
+                    .distinct()
+                    .where(
+                        Delivery.status == DeliveryStatus.QUEUED.value,
+                        Delivery.subscription_id > after_id,
+                        (Delivery.not_before <= now)
+                        | (
+                            Delivery.not_before.is_(None)
+                            & (Delivery.created_at < now - ORPHAN_AFTER)
+                        ),
+                    )
+                    .order_by(Delivery.subscription_id)
+                    .limit(SWEEP_BATCH_SIZE)
+                )
+            )
+        if not ids:
+            return jobs
+        await runtime.redis.enqueue_job(
+            SEND_TO_SUBSCRIPTIONS_JOB,
+            ids,
+            _job_id=sweep_job_id(minute, ids[0]),
+            _queue_name=NOTIFY_QUEUE,
+        )
+        jobs += 1
+        after_id = ids[-1]

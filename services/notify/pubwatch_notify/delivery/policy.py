@@ -1,0 +1,68 @@
+"""When an SMS may go out: never in the subscriber's quiet hours, at most N a week.
+
+Both rules only ever *delay* a message (``not_before``); held items are merged into the
+next message that goes out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pubwatch_notify.store.models import Channel, Delivery, DeliveryStatus
+
+CAP_WINDOW = timedelta(days=7)
+
+
+def _zone(timezone: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def quiet_hours_end(
+    now: datetime, timezone: str, start_hour: int, end_hour: int
+) -> datetime | None:
+    """When the quiet hours ``now`` falls in end (UTC), or None if ``now`` is not quiet."""
+    zone = _zone(timezone)
+    local = now.astimezone(zone)
+    hour = local.hour
+    quiet = (
+        (hour >= start_hour or hour < end_hour)
+        if start_hour > end_hour
+        else (start_hour <= hour < end_hour)
+    )
+    if not quiet:
+        return None
+    end_day = local.date() if hour < end_hour else local.date() + timedelta(days=1)
+    # Built from the wall-clock time, so a DST change overnight still gives 08:00 local.
+    return datetime.combine(end_day, time(end_hour), tzinfo=zone).astimezone(now.tzinfo)
+
+
+async def weekly_cap_release(
+    session: AsyncSession, subscription_id: int, now: datetime, cap: int
+) -> datetime | None:
+    """When the subscriber may get another SMS, or None if they are under the cap now."""
+    rows = (
+        await session.execute(
+            select(func.min(Delivery.sent_at))
+            .where(
+                Delivery.subscription_id == subscription_id,
+                Delivery.channel == Channel.SMS.value,
+                Delivery.status.in_((DeliveryStatus.SENT.value, DeliveryStatus.DELIVERED.value)),
+                Delivery.sent_at > now - CAP_WINDOW,
+            )
+            .group_by(Delivery.message_key)
+            .order_by(func.min(Delivery.sent_at))
+        )
+    ).all()
+    sent_times = [row[0] for row in rows if row[0] is not None]
+    if len(sent_times) < cap:
+        return None
+    # The window frees a place when the oldest message that keeps it full turns 7 days old.
+    oldest_blocking: datetime = sent_times[len(sent_times) - cap]
+    return oldest_blocking + CAP_WINDOW

@@ -1,0 +1,1 @@
+"""What subscribers read: the content of one message and its email and SMS renderings."""
