@@ -62,5 +62,13 @@ def configure_logging(process_name: str, level: str = "INFO", fmt: str = "auto")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter that would drown the one-line-per-action logs.
-    for noisy in ("httpx", "httpcore", "arq.worker", "uvicorn.access", "aiosqlite", "twilio"):
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "arq.worker",
+        "uvicorn.access",
+        "aiosqlite",
+        "twilio",
+        "alembic",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
