@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from Bio import Entrez
+
 from pubwatch_ingest.articles import parse_efetch_xml
 from pubwatch_ingest.runtime import build_poller, open_pool
 from pubwatch_ingest.settings import IngestSettings
 from pubwatch_shared.embedded_redis import RedisServer
 from pubwatch_shared.topics import Topic
-
 from tests.fakes.eutils import FakeEutils, populate_synthetic
 from tests.fakes.pubmed_xml import efetch_xml, make_article
 
@@ -108,7 +108,7 @@ def _parse_rate(repeats: int) -> dict[str, Any]:
     body = efetch_xml([make_article(30_000_000 + n, seed=n) for n in range(200)])
     started = time.perf_counter()
     for _ in range(repeats):
-        Entrez.read(io.BytesIO(body), validate=False, escape=True)  # type: ignore[no-untyped-call]
+        Entrez.read(io.BytesIO(body), validate=False, escape=True)
     entrez_s = (time.perf_counter() - started) / repeats
     started = time.perf_counter()
     for _ in range(repeats):

@@ -4,15 +4,24 @@ import json
 
 import pytest
 from pydantic import ValidationError
+from pydantic.config import JsonDict
 
 from pubwatch_shared.events import EXAMPLE_EVENT, ChangeEvent, EventType, EvidenceLevel
 from pubwatch_shared.schema import SCHEMA_FILE, render
 
 
 def _event(**overrides: object) -> dict[str, object]:
-    payload = json.loads(json.dumps(EXAMPLE_EVENT))
+    payload: dict[str, object] = json.loads(json.dumps(EXAMPLE_EVENT))
     payload.update(overrides)
     return payload
+
+
+def _example_item() -> JsonDict:
+    items = EXAMPLE_EVENT["items"]
+    assert isinstance(items, list)
+    item = items[0]
+    assert isinstance(item, dict)
+    return dict(item)
 
 
 def test_levels_are_ordered_strongest_first() -> None:
@@ -40,7 +49,7 @@ def test_example_event_is_valid_and_round_trips() -> None:
 
 
 def test_strongest_level_is_derived_from_items() -> None:
-    item = dict(EXAMPLE_EVENT["items"][0])  # type: ignore[index]
+    item = _example_item()
     weak = {**item, "evidence_level": "case_report"}
     strong = {**item, "evidence_level": "systematic_review"}
     event = ChangeEvent.model_validate(_event(items=[weak, strong]))
@@ -66,7 +75,7 @@ def test_invalid_events_name_the_field(overrides: dict[str, object], field: str)
 
 
 def test_item_published_must_be_partial_iso_date() -> None:
-    item = dict(EXAMPLE_EVENT["items"][0])  # type: ignore[index]
+    item = _example_item()
     with pytest.raises(ValidationError, match="YYYY"):
         ChangeEvent.model_validate(_event(items=[{**item, "published": "March 2024"}]))
 

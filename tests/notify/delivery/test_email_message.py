@@ -55,8 +55,12 @@ async def test_email_is_well_formed_and_one_click_unsubscribe_works(
     assert https_url.startswith("https://pubwatch.example.org/unsubscribe/")
     assert mailto.startswith("mailto:")
     assert message.get_content_type() == "multipart/alternative"
-    text = message.get_body(preferencelist=("plain",)).get_content()
-    html = message.get_body(preferencelist=("html",)).get_content()
+    text_part = message.get_body(preferencelist=("plain",))
+    html_part = message.get_body(preferencelist=("html",))
+    assert text_part is not None
+    assert html_part is not None
+    text = text_part.get_content()
+    html = html_part.get_content()
     for body in (text, html):
         assert "Randomized trial" in body
         assert "Case report" in body

@@ -78,7 +78,9 @@ async def test_smtp_5xx_bounces_the_subscription_and_records_why(
     rows = {row.subscription_id: row for row in await deliveries(sessions)}
     assert rows[good].status == "sent"
     assert rows[bad].status == "failed"
-    assert "550" in rows[bad].last_error
+    last_error = rows[bad].last_error
+    assert last_error is not None
+    assert "550" in last_error
     async with sessions() as session:
         status = await session.scalar(select(Subscription.status).where(Subscription.id == bad))
     assert status == "bounced"

@@ -70,10 +70,16 @@ async def test_each_sms_subscriber_gets_one_short_text_and_twilio_errors_end_sub
     assert status == {ok: "confirmed", opted_out: "unsubscribed", invalid: "invalid"}
     rows = {row.subscription_id: row for row in await deliveries(sessions)}
     assert rows[ok].status == "sent"
-    assert rows[ok].provider_id.startswith("SM")
+    provider_id = rows[ok].provider_id
+    assert provider_id is not None
+    assert provider_id.startswith("SM")
     assert rows[opted_out].status == "failed"
-    assert "21610" in rows[opted_out].last_error
-    assert "21211" in rows[invalid].last_error
+    opted_out_error = rows[opted_out].last_error
+    assert opted_out_error is not None
+    assert "21610" in opted_out_error
+    invalid_error = rows[invalid].last_error
+    assert invalid_error is not None
+    assert "21211" in invalid_error
     await engine.dispose()
 
 

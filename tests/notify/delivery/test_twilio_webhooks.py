@@ -109,17 +109,20 @@ async def test_status_callbacks_update_the_delivery(tmp_path, sqlite_url, redis_
         sids = dict(
             (await session.execute(select(Delivery.subscription_id, Delivery.provider_id))).all()
         )
+    first_sid, second_sid = sids[first], sids[second]
+    assert first_sid is not None
+    assert second_sid is not None
 
     path = "/webhooks/twilio/status"
     async with client_for(settings) as client:
         delivered = {
-            "MessageSid": sids[first],
+            "MessageSid": first_sid,
             "MessageStatus": "delivered",
             "AccountSid": DEFAULT_ACCOUNT_SID,
         }
         assert (await post_signed(client, fake_twilio, path, delivered)).status_code == 204
         failed = {
-            "MessageSid": sids[second], "MessageStatus": "undelivered",
+            "MessageSid": second_sid, "MessageStatus": "undelivered",
             "ErrorCode": "30003", "AccountSid": DEFAULT_ACCOUNT_SID,
         }  # fmt: skip
         assert (await post_signed(client, fake_twilio, path, failed)).status_code == 204
@@ -129,5 +132,7 @@ async def test_status_callbacks_update_the_delivery(tmp_path, sqlite_url, redis_
         rows = {d.subscription_id: d for d in await session.scalars(select(Delivery))}
     assert rows[first].status == "delivered"
     assert rows[second].status == "failed"
-    assert "30003" in rows[second].last_error
+    last_error = rows[second].last_error
+    assert last_error is not None
+    assert "30003" in last_error
     await engine.dispose()

@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -20,9 +21,12 @@ from pubwatch_notify.subscriptions import service
 from pubwatch_notify.tokens import TokenSigner
 from tests.notify.web.helpers import REPO_ROOT, TOPIC, TWILIO_FROM, job_runner, served
 
+if TYPE_CHECKING:
+    from playwright.sync_api import ViewportSize
+
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
-PHONE = {"width": 360, "height": 740}
+PHONE: ViewportSize = {"width": 360, "height": 740}
 NUMBER = "+12015550123"
 
 pytestmark = [
@@ -49,6 +53,7 @@ async def _only_subscription(settings) -> tuple[int, int]:
     try:
         async with make_sessionmaker(engine)() as session:
             subscription = await session.get(Subscription, 1)
+            assert subscription is not None
             return subscription.id, subscription.token_version
     finally:
         await engine.dispose()
@@ -139,7 +144,9 @@ def test_email_journey(browser_page, settings_factory, smtp_sink):
         assert _in_thread(_run_confirmation_jobs, settings) == ["sent"]
         mail = smtp_sink.wait_for(1)[0].message
         text = mail.get_body(("plain",)).get_content()
-        confirm_url = re.search(r"http://\S+/confirm/\S+", text).group(0)
+        confirm_match = re.search(r"http://\S+/confirm/\S+", text)
+        assert confirm_match is not None
+        confirm_url = confirm_match.group(0)
 
         page.goto(confirm_url)
         shots.take("confirm")

@@ -26,7 +26,8 @@ pytestmark = [
 async def _subscription(jobs, **where) -> Subscription:
     async with jobs.ctx["sessionmaker"]() as session:
         query = select(Subscription).filter_by(**where)
-        return (await session.scalars(query)).one()
+        subscription: Subscription = (await session.scalars(query)).one()
+        return subscription
 
 
 async def test_repeated_signups_send_one_email(settings_with_channels, smtp_sink):

@@ -58,7 +58,7 @@ FORMS = st.dictionaries(
 )
 PATH_PARTS = st.one_of(
     st.text(
-        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#%"),
+        alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="/?#%"),
         min_size=1,
         max_size=60,
     ),

@@ -21,7 +21,9 @@ async def test_email_signup_confirm_preferences_unsubscribe(settings_with_channe
         mail = smtp_sink.wait_for(1)[0]
         assert mail.rcpt_tos == ["ann@example.org"]
         text = mail.message.get_body(("plain",)).get_content()
-        confirm_url = re.search(r"http://\S+/confirm/\S+", text).group(0)
+        confirm_match = re.search(r"http://\S+/confirm/\S+", text)
+        assert confirm_match is not None
+        confirm_url = confirm_match.group(0)
         path = confirm_url.removeprefix(settings.public_url)
 
         page = await client.get(path)
@@ -36,7 +38,9 @@ async def test_email_signup_confirm_preferences_unsubscribe(settings_with_channe
             assert sub.status == "confirmed"
             actions = list(await session.scalars(select(ConsentRecord.action)))
             assert actions == ["subscribe", "confirm"]
-        prefs_path = re.search(r'href="http://[^/]+(/preferences/[^"]+)"', done.text).group(1)
+        prefs_match = re.search(r'href="http://[^/]+(/preferences/[^"]+)"', done.text)
+        assert prefs_match is not None
+        prefs_path = prefs_match.group(1)
         prefs = await client.get(prefs_path)
         assert prefs.status_code == 200
         saved = await client.post(
