@@ -51,6 +51,7 @@ class EventFacts:
     type: str
     topic: str
     items: tuple[ItemFacts, ...]
+    key: str = ""  # source and event id: unique across databases, unlike ``pk``
 
     @property
     def pmids(self) -> list[str]:
@@ -65,6 +66,7 @@ class FanoutPage:
     last_id: int
     inserted: int
     immediate: int  # deliveries in this page a send job should pick up now
+    immediate_ids: tuple[int, ...] = ()  # their subscription ids, ascending
 
 
 async def load_event_facts(session: AsyncSession, event_pk: int) -> EventFacts:
@@ -77,7 +79,13 @@ async def load_event_facts(session: AsyncSession, event_pk: int) -> EventFacts:
         .order_by(EventItemRow.position)
     )
     items = tuple(ItemFacts(pos, EvidenceLevel(level), pmid) for pos, level, pmid in rows)
-    return EventFacts(pk=event.id, type=event.type, topic=event.topic, items=items)
+    return EventFacts(
+        pk=event.id,
+        type=event.type,
+        topic=event.topic,
+        items=items,
+        key=f"{event.source}:{event.event_id}",
+    )
 
 
 def positions_for(event: EventFacts, min_level: str) -> list[int]:
@@ -133,8 +141,10 @@ async def fan_out_page(
     inserted = await _insert_deliveries(session, deliveries)
     if digest_schedules:
         await _schedule_digests(session, digest_schedules)
-    immediate_count = sum(1 for row in deliveries if row["status"] == DeliveryStatus.QUEUED)
-    return FanoutPage(after_id, rows[-1][0], inserted, immediate_count)
+    immediate_ids = tuple(
+        row["subscription_id"] for row in deliveries if row["status"] == DeliveryStatus.QUEUED
+    )
+    return FanoutPage(after_id, rows[-1][0], inserted, len(immediate_ids), immediate_ids)
 
 
 async def _follow_up_page(
@@ -186,7 +196,13 @@ async def _follow_up_page(
             _delivery_row(sub_id, event.pk, channel, DeliveryStatus.QUEUED, positions, now)
         )
     inserted = await _insert_deliveries(session, deliveries)
-    return FanoutPage(after_id, page_ids[-1], inserted, len(deliveries))
+    return FanoutPage(
+        after_id,
+        page_ids[-1],
+        inserted,
+        len(deliveries),
+        tuple(row["subscription_id"] for row in deliveries),
+    )
 
 
 def _delivery_row(

@@ -21,7 +21,12 @@ from arq import Retry
 from sqlalchemy import select, update
 
 from pubwatch_notify.delivery import claims
-from pubwatch_notify.delivery.fanout import SILENT_TYPES, fan_out_page, load_event_facts
+from pubwatch_notify.delivery.fanout import (
+    SILENT_TYPES,
+    FanoutPage,
+    fan_out_page,
+    load_event_facts,
+)
 from pubwatch_notify.delivery.intake import parse_event, store_event
 from pubwatch_notify.delivery.job_names import (
     SEND_DIGESTS_JOB,
@@ -57,6 +62,9 @@ log = logging.getLogger(__name__)
 
 DIGEST_BATCH_SIZE = 200
 SWEEP_BATCH_SIZE = 200
+# Subscribers per send job: a fan-out page is split so that every connection of the pool
+# has work while a page is being sent, and the last jobs of a fan-out are short.
+SEND_JOB_SIZE = 250
 # A queued delivery younger than this still has its own job coming; the sweeper leaves it.
 ORPHAN_AFTER = timedelta(minutes=2)
 
@@ -88,21 +96,41 @@ async def fan_out(runtime: Runtime, event_pk: int) -> int:
         if page is None:
             break
         inserted += page.inserted
-        if page.immediate:
+        for start, end in send_ranges(page, SEND_JOB_SIZE):
             # Enqueued after the page's deliveries are committed; a crash before this line
             # re-runs the page on retry, and the job id makes a second enqueue a no-op.
+            # (Were the ranges to differ on a re-run, the claim still hands each delivery
+            # to one job only.)
             await runtime.redis.enqueue_job(
                 SEND_EVENT_PAGE_JOB,
                 event_pk,
-                page.after_id,
-                page.last_id,
-                _job_id=event_page_job_id(event_pk, page.after_id),
+                start,
+                end,
+                _job_id=event_page_job_id(event_pk, start, facts.key),
                 _queue_name=NOTIFY_QUEUE,
             )
         after_id = page.last_id
     await _mark_fanned_out(runtime, event_pk)
     log.info("event fanned out", extra={"event_pk": event_pk, "deliveries": inserted})
     return inserted
+
+
+def send_ranges(page: FanoutPage, size: int) -> list[tuple[int, int]]:
+    """The page's subscription range ``(after, last]`` cut into send jobs of at most
+    ``size`` immediate deliveries each; none when the page has nothing to send now."""
+    ids = page.immediate_ids
+    if not page.immediate:
+        return []
+    if not ids:  # a page that did not list its ids: one job for all of it
+        return [(page.after_id, page.last_id)]
+    ranges: list[tuple[int, int]] = []
+    start = page.after_id
+    for index in range(size, len(ids), size):
+        end = ids[index - 1]
+        ranges.append((start, end))
+        start = end
+    ranges.append((start, page.last_id))
+    return ranges
 
 
 async def _mark_fanned_out(runtime: Runtime, event_pk: int) -> None:

@@ -43,7 +43,12 @@ from pubwatch_notify.delivery.job_names import SEND_TO_SUBSCRIPTIONS_JOB, held_j
 from pubwatch_notify.delivery.policy import quiet_hours_end, weekly_cap_release
 from pubwatch_notify.delivery.runtime import Runtime
 from pubwatch_notify.messages.content import MessageContent
-from pubwatch_notify.messages.email import EmailRecipient, render_email
+from pubwatch_notify.messages.email import (
+    EmailRecipient,
+    RenderedBodies,
+    render_bodies,
+    render_email,
+)
 from pubwatch_notify.messages.sms import render_sms
 from pubwatch_notify.store.models import (
     Channel,
@@ -56,6 +61,9 @@ from pubwatch_shared.queue import NOTIFY_QUEUE
 
 log = logging.getLogger(__name__)
 
+# Distinct contents a batch keeps rendered (an event's page shares a handful at most).
+RENDER_CACHE_SIZE = 64
+
 # The share of the send-job timeout a batch may spend sending before it hands over.
 TIME_BUDGET_SHARE = 0.6
 
@@ -64,6 +72,10 @@ _OUTCOME_STATUS = {
     PermanentOutcome.INVALID: SubscriptionStatus.INVALID,
     PermanentOutcome.UNSUBSCRIBED: SubscriptionStatus.UNSUBSCRIBED,
 }
+
+
+# (topic, channel, digest, sorted (event, item positions)): what a message's content is made of.
+ContentKey = tuple[str, str, str | None, tuple[tuple[int, tuple[int, ...]], ...]]
 
 
 @dataclass(frozen=True)
@@ -167,6 +179,9 @@ class BatchSender:
         self.settings = runtime.settings
         self.options = options
         self.events = EventCache()
+        # Content and rendered bodies per distinct (topic, items) within this batch: the
+        # subscribers of one event mostly get the same message but for their own links.
+        self._contents: dict[ContentKey, tuple[MessageContent, RenderedBodies | None]] = {}
 
     async def send(self, groups: list[Group]) -> BatchResult:
         result = BatchResult()
@@ -255,13 +270,7 @@ class BatchSender:
                 await claims.mark_skipped(session, group.ids, f"subscription {recipient.status}")
             result.skipped += len(group.ids)
             return None
-        content = compose(
-            group.deliveries,
-            self.events,
-            recipient.topic,
-            self.runtime.topic_name(recipient.topic),
-            digest=recipient.frequency if self.options.digest else None,
-        )
+        content, bodies = self._content(group)
         if content.is_empty:
             async with self.runtime.sessions.begin() as session:
                 await claims.mark_skipped(session, group.ids, "no items left to send")
@@ -286,7 +295,34 @@ class BatchSender:
             email_from=self.settings.email_from,
             message_key=message_key(group),
             now=now,
+            bodies=bodies,
         )
+
+    def _content(self, group: Group) -> tuple[MessageContent, RenderedBodies | None]:
+        recipient = group.recipient
+        digest = recipient.frequency if self.options.digest else None
+        key: ContentKey = (
+            recipient.topic,
+            recipient.channel,
+            digest,
+            tuple(sorted((d.event_pk, d.item_positions) for d in group.deliveries)),
+        )
+        cached = self._contents.get(key)
+        if cached is None:
+            content = compose(
+                group.deliveries,
+                self.events,
+                recipient.topic,
+                self.runtime.topic_name(recipient.topic),
+                digest=digest,
+            )
+            bodies = None
+            if recipient.channel == Channel.EMAIL.value and not content.is_empty:
+                bodies = render_bodies(content, self.runtime.links)
+            if len(self._contents) >= RENDER_CACHE_SIZE:
+                self._contents.clear()
+            cached = self._contents[key] = (content, bodies)
+        return cached
 
     def _sms_link(self, content: MessageContent) -> str:
         event_pks = set(content.event_pks)

@@ -12,6 +12,8 @@ from email.headerregistry import Address
 from email.utils import format_datetime, parseaddr
 from urllib.parse import quote
 
+from markupsafe import escape
+
 from pubwatch_notify.channels.base import OutgoingEmail
 from pubwatch_notify.links import Links
 from pubwatch_notify.messages.content import MessageContent
@@ -55,6 +57,37 @@ def email_subject(content: MessageContent) -> str:
     return f"{len(content.notices)} updates on {content.topic_name}"
 
 
+# Stand-ins for the per-subscriber links while the bodies are rendered once per content:
+# plain letters and hyphens, unchanged by HTML autoescaping and by the text template.
+_UNSUBSCRIBE_MARK = "PUBWATCH-UNSUBSCRIBE-URL-MARK"
+_PREFERENCES_MARK = "PUBWATCH-PREFERENCES-URL-MARK"
+
+
+@dataclass(frozen=True)
+class RenderedBodies:
+    """A content's subject and bodies with the subscriber's links still to fill in."""
+
+    subject: str
+    text: str
+    html: str
+
+
+def render_bodies(content: MessageContent, links: Links) -> RenderedBodies:
+    """Everything of a message that does not depend on who gets it (Jinja runs once)."""
+    variables = {
+        "content": content,
+        "level_label": level_label,
+        "unsubscribe_url": _UNSUBSCRIBE_MARK,
+        "preferences_url": _PREFERENCES_MARK,
+        "topic_url": links.topic(content.topic_slug),
+        "disclaimer": DISCLAIMER,
+    }
+    environment = template_environment()
+    text = environment.get_template("email/message.txt").render(variables)
+    html = environment.get_template("email/message.html").render(variables)
+    return RenderedBodies(email_subject(content), text, html)
+
+
 def render_email(
     content: MessageContent,
     recipient: EmailRecipient,
@@ -63,22 +96,23 @@ def render_email(
     email_from: str,
     message_key: str,
     now: datetime,
+    bodies: RenderedBodies | None = None,
 ) -> OutgoingEmail:
+    """One subscriber's message. ``bodies``: ``render_bodies(content, links)`` made once
+    for every subscriber getting the same content; only their links are filled in here."""
+    if bodies is None:
+        bodies = render_bodies(content, links)
     domain = sender_domain(email_from)
     unsubscribe_url = links.unsubscribe(recipient.subscription_id, recipient.token_version)
+    preferences_url = links.preferences(recipient.subscription_id, recipient.token_version)
     token = unsubscribe_url.rsplit("/", 1)[1]
     mailto = f"mailto:{parseaddr(email_from)[1]}?subject={quote('unsubscribe ' + token)}"
-    variables = {
-        "content": content,
-        "level_label": level_label,
-        "unsubscribe_url": unsubscribe_url,
-        "preferences_url": links.preferences(recipient.subscription_id, recipient.token_version),
-        "topic_url": links.topic(content.topic_slug),
-        "disclaimer": DISCLAIMER,
-    }
-    environment = template_environment()
-    text = environment.get_template("email/message.txt").render(variables)
-    html = environment.get_template("email/message.html").render(variables)
+    text = bodies.text.replace(_UNSUBSCRIBE_MARK, unsubscribe_url).replace(
+        _PREFERENCES_MARK, preferences_url
+    )
+    html = bodies.html.replace(_UNSUBSCRIBE_MARK, str(escape(unsubscribe_url))).replace(
+        _PREFERENCES_MARK, str(escape(preferences_url))
+    )
     list_address = Address(addr_spec=f"{content.topic_slug}.alerts@{domain}")
     headers = {
         "Message-ID": f"<{message_key}@{domain}>",
@@ -89,5 +123,5 @@ def render_email(
         "Auto-Submitted": "auto-generated",
     }
     return OutgoingEmail(
-        to=recipient.address, subject=email_subject(content), text=text, html=html, headers=headers
+        to=recipient.address, subject=bodies.subject, text=text, html=html, headers=headers
     )

@@ -1,0 +1,233 @@
+"""Fan-out of one event to N SMS subscribers through the fake Twilio server (its own
+process), against a plain httpx loop posting the same messages to the same server in the
+same run (same number of concurrent connections).
+
+    uv run python -m benchmarks.fanout_sms [--quick]
+
+Two parts:
+
+- ``unlimited``: the fake's per-sender limit off and PubWatch's ``twilio_max_per_second``
+  off: PubWatch's own cost, as deliveries/s and the ratio to the plain loop;
+- ``limited``: the fake enforces ``MPS_LIMIT`` messages/s per sender (429 above it) and
+  PubWatch is told the same limit: every message arrives, none is refused with 429, and the
+  highest count per sender in any one-second window (``/_fake/stats``) stays within it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from arq import create_pool
+from sqlalchemy import insert
+
+from benchmarks.fanout_email import CONNECTIONS, WORKER_CODE, _get, _post
+from pubwatch_notify.store.engine import make_engine
+from pubwatch_notify.store.migrate import upgrade_to_head
+from pubwatch_notify.store.models import Subscription
+from pubwatch_shared.embedded_redis import RedisServer
+from pubwatch_shared.queue import deserialize, enqueue_event, redis_settings, serialize
+from tests.fakes.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from tests.notify.delivery.helpers import REPO_ROOT, TOPIC, article, make_event
+
+SENDER = "+15005550006"
+MPS_LIMIT = 20.0
+STATUS_CALLBACK = "http://pubwatch.localhost/webhooks/twilio/status"
+
+
+def start_fake(mps_limit: float | None) -> tuple[subprocess.Popen[str], str]:
+    command = [sys.executable, "-m", "tests.fakes.twilio", "--port", "0"]
+    if mps_limit:
+        command += ["--mps-limit", str(mps_limit)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip().rstrip("/")
+
+
+def phone(n: int) -> str:
+    return f"+1555{n:07d}"
+
+
+async def seed(database_url: str, count: int) -> None:
+    engine = make_engine(database_url)
+    await upgrade_to_head(engine)
+    now = datetime.now(UTC)
+    async with engine.begin() as connection:
+        for start in range(0, count, 5000):
+            rows = [
+                {
+                    "topic": TOPIC,
+                    "channel": "sms",
+                    "address": phone(n),
+                    "address_hash": hashlib.sha256(phone(n).encode()).hexdigest(),
+                    "status": "confirmed",
+                    "frequency": "immediate",
+                    "min_level": "other",
+                    "timezone": "UTC",
+                    "token_version": 1,
+                    "created_at": now,
+                }
+                for n in range(start, min(start + 5000, count))
+            ]
+            await connection.execute(insert(Subscription), rows)
+    await engine.dispose()
+
+
+async def notify_run(
+    name: str, count: int, api_url: str, mps_limit: float | None, redis_url: str, work: Path
+) -> dict[str, Any]:
+    database_url = f"sqlite:///{work / f'sms-{name}-{count}.db'}"
+    await seed(database_url, count)
+    env = {
+        **os.environ,
+        "PUBWATCH_DATABASE_URL": database_url,
+        "PUBWATCH_REDIS_URL": redis_url,
+        "PUBWATCH_VAR_DIR": str(work / "var"),
+        "PUBWATCH_TOPICS_FILE": str(REPO_ROOT / "topics.toml"),
+        "PUBWATCH_WORKER_MAX_JOBS": str(CONNECTIONS),
+        "PUBWATCH_LOG_LEVEL": "WARNING",
+        "PUBWATCH_TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+        "PUBWATCH_TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
+        "PUBWATCH_TWILIO_API_URL": api_url,
+        "PUBWATCH_TWILIO_FROM": SENDER,
+        "PUBWATCH_TWILIO_MAX_PER_SECOND": str(mps_limit or 0),
+        # No quiet hours (start == end) so that nothing is held whatever the time of day.
+        "PUBWATCH_SMS_QUIET_START_HOUR": "0",
+        "PUBWATCH_SMS_QUIET_END_HOUR": "0",
+    }
+    worker = subprocess.Popen([sys.executable, "-c", WORKER_CODE], env=env, cwd=REPO_ROOT)
+    peak_rss = 0
+    try:
+        pool = await create_pool(
+            redis_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize
+        )
+        _post(f"{api_url}/_fake/reset")
+        await asyncio.sleep(2)  # worker start-up is not part of the fan-out
+        started = time.monotonic()
+        await enqueue_event(pool, make_event(f"sms-{name}-{count}", [article("9999", "rct")]))
+        await pool.aclose()
+        deadline = time.monotonic() + 3600
+        process = psutil.Process(worker.pid)
+        while time.monotonic() < deadline:
+            peak_rss = max(peak_rss, process.memory_info().rss)
+            if _get(f"{api_url}/_fake/stats")["accepted"] >= count:
+                break
+            await asyncio.sleep(0.1)
+        elapsed_s = time.monotonic() - started
+        stats = _get(f"{api_url}/_fake/stats")
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    return {
+        "delivered": stats["accepted"],
+        "requests": stats["requests"],
+        "rejected": stats["rejected"],
+        "deliveries_per_s": round(stats["accepted"] / elapsed_s, 1),
+        "max_per_second": stats["max_per_second"],
+        "worker_peak_rss_mb": round(peak_rss / 2**20, 1),
+    }
+
+
+async def plain_loop_run(count: int, api_url: str) -> dict[str, Any]:
+    """The same number of connections posting comparable messages as fast as they can."""
+    _post(f"{api_url}/_fake/reset")
+    url = f"{api_url}/2010-04-01/Accounts/{DEFAULT_ACCOUNT_SID}/Messages.json"
+    body = "PubWatch: new randomized trial on Indolent systemic mastocytosis. " * 2
+    started = time.monotonic()
+
+    async def sender(client: httpx.AsyncClient, indexes: range) -> None:
+        for n in indexes:
+            response = await client.post(
+                url,
+                data={
+                    "To": phone(n),
+                    "From": SENDER,
+                    "Body": body,
+                    "StatusCallback": STATUS_CALLBACK,
+                },
+            )
+            response.raise_for_status()
+
+    async with httpx.AsyncClient(
+        auth=(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN),
+        limits=httpx.Limits(max_connections=CONNECTIONS),
+        timeout=30,
+    ) as client:
+        await asyncio.gather(
+            *(sender(client, range(i, count, CONNECTIONS)) for i in range(CONNECTIONS))
+        )
+    elapsed_s = time.monotonic() - started
+    return {"deliveries_per_s": round(count / elapsed_s, 1)}
+
+
+async def run_async(quick: bool) -> dict[str, Any]:
+    sizes = [500, 2_000] if quick else [10_000, 100_000]
+    limited_count = int(MPS_LIMIT * (5 if quick else 20))
+    results: dict[str, Any] = {
+        "connections": CONNECTIONS,
+        "unlimited": {},
+        "limited": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        with RedisServer(work / "redis") as redis_server:
+            fake, api_url = start_fake(None)
+            try:
+                for count in sizes:
+                    notify = await notify_run(
+                        "unlimited", count, api_url, None, redis_server.url, work
+                    )
+                    plain = await plain_loop_run(count, api_url)
+                    results["unlimited"][count] = {
+                        "notify": notify,
+                        "plain_loop": plain,
+                        "ratio": round(notify["deliveries_per_s"] / plain["deliveries_per_s"], 2),
+                    }
+            finally:
+                fake.terminate()
+                fake.wait(30)
+            fake, api_url = start_fake(MPS_LIMIT)
+            try:
+                notify = await notify_run(
+                    "limited", limited_count, api_url, MPS_LIMIT, redis_server.url, work
+                )
+            finally:
+                fake.terminate()
+                fake.wait(30)
+            peak = max(notify["max_per_second"].values(), default=0)
+            results["limited"] = {
+                "mps_limit": MPS_LIMIT,
+                "count": limited_count,
+                "notify": notify,
+                "peak_per_second": peak,
+                "respected": peak <= MPS_LIMIT,
+                # Refused by the fake's sliding window (a send retried later), if any.
+                "rejected_429": notify["rejected"].get("20429", 0),
+            }
+    return results
+
+
+def run(quick: bool) -> dict[str, Any]:
+    return asyncio.run(run_async(quick))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="500 and 2,000 instead of 10k/100k")
+    print(json.dumps(run(parser.parse_args().quick), indent=2))
+
+
+if __name__ == "__main__":
+    main()
