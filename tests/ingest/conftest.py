@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pubwatch_ingest.poller import Poller
 from pubwatch_ingest.runtime import build_poller, open_pool
 from pubwatch_ingest.settings import IngestSettings
 from pubwatch_shared.topics import Topic
-
 from tests.fakes.eutils import FakeEutils
 from tests.ingest.helpers import TEST_API_KEY, make_settings, write_topics
 

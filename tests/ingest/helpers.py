@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
+
 from pubwatch_ingest.settings import IngestSettings
 from pubwatch_shared.events import ChangeEvent
 from pubwatch_shared.queue import NOTIFY_QUEUE, deserialize

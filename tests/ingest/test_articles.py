@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from Bio.Entrez import Parser
+
 from pubwatch_ingest.articles import Article, parse_efetch_xml, use_dtd_cache
 from pubwatch_shared.events import EvidenceLevel
-
 from tests.conftest import reference_file
 from tests.fakes.pubmed_xml import AbstractSection, efetch_xml, make_article
 

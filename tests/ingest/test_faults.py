@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from pubwatch_shared.topics import Topic
-
 from tests.fakes.eutils import FakeEutils
 from tests.fakes.pubmed_xml import make_article
 from tests.ingest.helpers import TEST_API_KEY, announcements, queued_events

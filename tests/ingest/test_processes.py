@@ -13,9 +13,9 @@ from typing import cast
 
 import pytest
 import redis
+
 from pubwatch_shared.queue import NOTIFY_QUEUE
 from pubwatch_shared.topics import Topic
-
 from tests.fakes.eutils import FakeEutils
 from tests.fakes.pubmed_xml import make_article
 from tests.ingest.helpers import (

@@ -7,7 +7,6 @@ from datetime import date, timedelta
 from pubwatch_ingest.poller import retraction_term
 from pubwatch_shared.events import EventType
 from pubwatch_shared.topics import Topic
-
 from tests.fakes.eutils import FakeEutils
 from tests.fakes.pubmed_xml import make_article
 from tests.ingest.helpers import TEST_API_KEY, announcements, queued_events

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pubwatch_ingest.articles import partial_date
 from pubwatch_ingest.evidence import evidence_level, is_notice_only
 from pubwatch_ingest.markup import clean_text

@@ -12,9 +12,8 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from pubwatch_shared.events import ChangeEvent, EventItem, EventType, pubmed_url
-
 from pubwatch_ingest.articles import Article
+from pubwatch_shared.events import ChangeEvent, EventItem, EventType, pubmed_url
 
 SOURCE = "pubmed"
 _TITLE_MAX_CHARS = 1000

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from Bio import Entrez
-from pubwatch_shared.events import EvidenceLevel
 
 from pubwatch_ingest.evidence import RETRACTED_TYPE, evidence_level, is_notice_only
 from pubwatch_ingest.markup import clean_text
 from pubwatch_ingest.summary import Section, summarize
+from pubwatch_shared.events import EvidenceLevel
 
 MAX_AUTHORS = 3
 _MONTHS = {

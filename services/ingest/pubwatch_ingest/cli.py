@@ -7,14 +7,16 @@ import logging
 import sys
 
 import click
-from pubwatch_shared.embedded_redis import EmbeddedRedisError, redis_url_or_embedded
-from pubwatch_shared.logs import configure_logging
-from pubwatch_shared.topics import Topic, TopicsFileError, load_topics
 from pydantic import ValidationError
 
+from pubwatch_ingest.opsviews import TopicStatus, topic_statuses
 from pubwatch_ingest.poller import TopicReport
 from pubwatch_ingest.runtime import poller_for
 from pubwatch_ingest.settings import IngestSettings
+from pubwatch_shared.embedded_redis import EmbeddedRedisError, redis_url_or_embedded
+from pubwatch_shared.liveness import run_check
+from pubwatch_shared.logs import configure_logging
+from pubwatch_shared.topics import Topic, TopicsFileError, load_topics
 
 log = logging.getLogger("pubwatch.ingest")
 
@@ -129,3 +131,49 @@ def poll(slugs: tuple[str, ...], dry_run: bool) -> None:
         _print_report(report, dry_run)
     if any(report.status == "failed" for report in reports):
         sys.exit(1)
+
+
+@ingest.command("check-worker")
+def check_worker() -> None:
+    """Exit 0 when an ingest worker on this host is alive (its heartbeat is fresh)."""
+    from pubwatch_ingest.worker import HEARTBEAT_SERVICE
+
+    settings = load_settings("ingest-check-worker")
+    result = run_check(settings.redis_url, HEARTBEAT_SERVICE)
+    click.echo(result.message, err=not result.ok)
+    sys.exit(0 if result.ok else 1)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+@ingest.command("topics")
+def topics_command() -> None:
+    """List the topics with their last poll and how many PMIDs each has seen and announced."""
+    settings = load_settings("ingest-topics")
+    topics = load_topics_or_exit(settings)
+
+    try:
+        with redis_url_or_embedded(settings.redis_url, settings.var_dir) as redis_url:
+            statuses: list[TopicStatus] = asyncio.run(topic_statuses(redis_url, topics))
+    except EmbeddedRedisError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        click.echo(f"error: cannot read ingest state from Redis: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{'TOPIC':<40} {'LAST POLL':<14} {'SEEN':>7} {'ANNOUNCED':>9} {'WATERMARK':<10}")
+    for status in statuses:
+        click.echo(
+            f"{status.slug:<40} {_age(status.polled_ago_s):<14} {status.seen:>7} "
+            f"{status.announced:>9} {status.watermark or '-':<10}"
+            + ("  (poll in progress)" if status.locked else "")
+        )
+    click.echo(f"{len(statuses)} topics from {settings.topics_file}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -28,6 +29,7 @@ from pubwatch_ingest.errors import (
     RetriesExhaustedError,
     TransientEutilsError,
 )
+from pubwatch_ingest.opsmetrics import IngestMetrics
 from pubwatch_ingest.ratelimit import RateLimiter
 from pubwatch_ingest.settings import IngestSettings
 
@@ -77,9 +79,11 @@ class EutilsClient:
         settings: IngestSettings,
         limiter: RateLimiter,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.limiter = limiter
+        self.metrics = metrics
         self.requests_sent = 0  # every HTTP attempt, retries included
         self._http = httpx.AsyncClient(
             base_url=settings.eutils_url,
@@ -125,6 +129,9 @@ class EutilsClient:
             await self.limiter.acquire()
             self.requests_sent += 1
             retry_after_s: float | None = None
+            # Each attempt is counted by its outcome, so retries show up in /metrics.
+            outcome = "error"
+            started = time.monotonic()
             try:
                 if method == "POST":
                     response = await self._http.post(endpoint, data=data)
@@ -133,7 +140,10 @@ class EutilsClient:
                 if response.status_code == 200:
                     # Parsing 200 records takes tens of milliseconds: keep the event loop
                     # (and the lock renewals on it) responsive meanwhile.
-                    return await asyncio.to_thread(parse, response.content)
+                    parsed = await asyncio.to_thread(parse, response.content)
+                    outcome = "ok"
+                    return parsed
+                outcome = f"http_{response.status_code}"
                 if response.status_code not in _TRANSIENT_STATUS:
                     raise PermanentEutilsError(
                         f"{endpoint} answered HTTP {response.status_code}: {response.text[:200]}"
@@ -141,10 +151,13 @@ class EutilsClient:
                 last_problem = f"HTTP {response.status_code}"
                 retry_after_s = _retry_after_s(response)
             except httpx.TimeoutException as exc:
+                outcome = "timeout"
                 last_problem = f"timeout ({type(exc).__name__})"
             except httpx.TransportError as exc:
+                outcome = "connection_error"
                 last_problem = f"connection problem ({type(exc).__name__}: {exc})"
             except (CorruptedXMLError, NotXMLError, ExpatError) as exc:
+                outcome = "bad_xml"
                 last_problem = f"truncated or malformed XML ({type(exc).__name__})"
             except ValidationError as exc:
                 raise PermanentEutilsError(
@@ -152,6 +165,9 @@ class EutilsClient:
                 ) from exc
             except TransientEutilsError as exc:
                 last_problem = str(exc)
+            finally:
+                if self.metrics is not None:
+                    await self.metrics.ncbi_request(endpoint, outcome, time.monotonic() - started)
             if attempt < self.settings.max_attempts:
                 pause_s = self._backoff_s(attempt, retry_after_s)
                 log.warning(

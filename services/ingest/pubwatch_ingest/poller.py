@@ -26,17 +26,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from arq import ArqRedis
-from pubwatch_shared.events import ChangeEvent, EventType
-from pubwatch_shared.queue import enqueue_event
-from pubwatch_shared.topics import Topic
 
 from pubwatch_ingest.announcements import article_events, retraction_event
 from pubwatch_ingest.articles import Article
 from pubwatch_ingest.errors import EutilsError
 from pubwatch_ingest.eutils import EutilsClient, SearchResult, eutils_date
 from pubwatch_ingest.evidence import RETRACTED_TYPE
+from pubwatch_ingest.opsmetrics import IngestMetrics
 from pubwatch_ingest.settings import IngestSettings
 from pubwatch_ingest.state import ArticleCache, LockLostError, StateChange, TopicState
+from pubwatch_shared.events import ChangeEvent, EventType
+from pubwatch_shared.queue import enqueue_event
+from pubwatch_shared.topics import Topic
 
 log = logging.getLogger("pubwatch.ingest")
 
@@ -93,6 +94,7 @@ class Poller:
         self.client = client
         self.clock = clock
         self.cache = ArticleCache(redis, settings.article_cache_ttl_s)
+        self.metrics = IngestMetrics(redis)
         # Strong references to the lock-renewal tasks (the loop only keeps weak ones).
         self._renewers: set[asyncio.Task[None]] = set()
 
@@ -336,6 +338,7 @@ class Poller:
             for event in events:
                 await enqueue_event(self.redis, event)
             await plan.state.apply_outbox()
+            await self.metrics.poll_committed(plan.topic.slug, change.polled_at, len(announced))
         log.info(
             "topic %s %s: %d found, %d new, %d retracted, %d events%s",
             plan.topic.slug,

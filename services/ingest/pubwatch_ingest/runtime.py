@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 from arq import ArqRedis, create_pool
-from pubwatch_shared.queue import NOTIFY_QUEUE, deserialize, redis_settings, serialize
 
 from pubwatch_ingest.articles import use_dtd_cache
 from pubwatch_ingest.eutils import EutilsClient
+from pubwatch_ingest.opsmetrics import IngestMetrics
 from pubwatch_ingest.poller import Poller
 from pubwatch_ingest.ratelimit import RateLimiter, identity_key
 from pubwatch_ingest.settings import IngestSettings
+from pubwatch_shared.queue import NOTIFY_QUEUE, deserialize, redis_settings, serialize
 
 
 async def open_pool(redis_url: str) -> ArqRedis:
@@ -37,7 +38,8 @@ def build_poller(
         limit=settings.requests_per_s,
         window_s=settings.rate_window_s,
     )
-    return Poller(settings, pool, EutilsClient(settings, limiter, transport=transport))
+    client = EutilsClient(settings, limiter, transport=transport, metrics=IngestMetrics(pool))
+    return Poller(settings, pool, client)
 
 
 @contextlib.asynccontextmanager

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pubwatch_shared.settings import CommonSettings
 from pydantic import Field, field_validator
+
+from pubwatch_shared.settings import CommonSettings
 
 # NCBI's published limits per identity: requests per second without and with an API key.
 RATE_WITHOUT_KEY_PER_S = 3

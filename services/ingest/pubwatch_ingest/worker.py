@@ -14,14 +14,17 @@ import logging
 from typing import Any
 
 from arq import Worker, cron
-from pubwatch_shared.queue import INGEST_QUEUE, deserialize, redis_settings, serialize
-from pubwatch_shared.topics import load_topics
 
 from pubwatch_ingest.poller import Poller
 from pubwatch_ingest.runtime import build_poller, open_pool
 from pubwatch_ingest.settings import IngestSettings
+from pubwatch_shared.heartbeat import heartbeating
+from pubwatch_shared.queue import INGEST_QUEUE, deserialize, redis_settings, serialize
+from pubwatch_shared.topics import load_topics
 
 log = logging.getLogger("pubwatch.ingest")
+
+HEARTBEAT_SERVICE = "ingest"
 
 
 async def poll_due_topics(ctx: dict[str, Any]) -> dict[str, int]:
@@ -46,8 +49,15 @@ def make_worker(settings: IngestSettings, redis_url: str) -> Worker:
         ctx["settings"] = settings
         ctx["ingest_pool"] = pool
         ctx["poller"] = build_poller(settings, pool)
+        # Liveness for `pubwatch ingest check-worker` and /readyz: beats while the worker runs.
+        heartbeat = contextlib.AsyncExitStack()
+        await heartbeat.enter_async_context(heartbeating(pool, HEARTBEAT_SERVICE))
+        ctx["heartbeat"] = heartbeat
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        heartbeat: contextlib.AsyncExitStack | None = ctx.pop("heartbeat", None)
+        if heartbeat is not None:
+            await heartbeat.aclose()
         poller: Poller | None = ctx.get("poller")
         if poller is not None:
             await poller.client.aclose()

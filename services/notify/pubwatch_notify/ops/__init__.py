@@ -1,0 +1,1 @@
+"""Operations: what /metrics, /admin and the admin commands read and do."""
