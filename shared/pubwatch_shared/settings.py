@@ -6,10 +6,14 @@ import time, so tests build their own.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pubwatch_shared.logs import configure_logging
 
 ENV_PREFIX = "PUBWATCH_"
 
@@ -33,7 +37,7 @@ class CommonSettings(BaseSettings):
             return None
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(
-                "PUBWATCH_REDIS_URL must start with redis://, rediss:// or unix:// "
+                "must start with redis://, rediss:// or unix:// "
                 f"(got a value starting with {value.split(':', 1)[0]!r})"
             )
         return value
@@ -44,3 +48,30 @@ class CommonSettings(BaseSettings):
         if value not in {"auto", "text", "json"}:
             raise ValueError("PUBWATCH_LOG_FORMAT must be auto, text or json")
         return value
+
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
+
+def settings_error_lines(exc: ValidationError) -> list[str]:
+    """One plain line per problem, naming the environment variable it came from."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"error: {name}: {message}")
+    return lines
+
+
+def load_settings_or_exit(settings_class: type[SettingsT], process_name: str) -> SettingsT:
+    """Settings from the environment, logging configured; a bad setting ends the process
+    with exit code 2 and one line per problem (no traceback)."""
+    try:
+        settings = settings_class()
+    except ValidationError as exc:
+        for line in settings_error_lines(exc):
+            print(line, file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(process_name, settings.log_level, settings.log_format)
+    return settings

@@ -17,8 +17,7 @@ import time
 from dataclasses import dataclass
 
 from pubwatch_shared.embedded_redis import EmbeddedRedisError, RedisServer
-from pubwatch_shared.logs import configure_logging
-from pubwatch_shared.settings import CommonSettings
+from pubwatch_shared.settings import CommonSettings, load_settings_or_exit
 
 log = logging.getLogger("pubwatch.up")
 
@@ -52,8 +51,7 @@ def _run_migrations(env: dict[str, str]) -> bool:
 
 
 def run_system(with_ingest: bool = True) -> int:
-    settings = CommonSettings()
-    configure_logging("up", settings.log_level, settings.log_format)
+    settings = load_settings_or_exit(CommonSettings, "up")
     redis_server: RedisServer | None = None
     env = dict(os.environ)
     if settings.redis_url is None:

@@ -7,7 +7,6 @@ import logging
 import sys
 
 import click
-from pydantic import ValidationError
 
 from pubwatch_ingest.opsviews import TopicStatus, topic_statuses
 from pubwatch_ingest.poller import TopicReport
@@ -15,7 +14,7 @@ from pubwatch_ingest.runtime import poller_for
 from pubwatch_ingest.settings import IngestSettings
 from pubwatch_shared.embedded_redis import EmbeddedRedisError, redis_url_or_embedded
 from pubwatch_shared.liveness import run_check
-from pubwatch_shared.logs import configure_logging
+from pubwatch_shared.settings import load_settings_or_exit
 from pubwatch_shared.topics import Topic, TopicsFileError, load_topics
 
 log = logging.getLogger("pubwatch.ingest")
@@ -23,15 +22,7 @@ log = logging.getLogger("pubwatch.ingest")
 
 def load_settings(process_name: str) -> IngestSettings:
     """Settings from the environment; a bad setting ends the process with a clear message."""
-    try:
-        settings = IngestSettings()
-    except ValidationError as exc:
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"])
-            name = f"PUBWATCH_{field.upper()}" if field else "settings"
-            click.echo(f"error: {name}: {error['msg']}", err=True)
-        sys.exit(2)
-    configure_logging(process_name, settings.log_level, settings.log_format)
+    settings = load_settings_or_exit(IngestSettings, process_name)
     if not settings.ncbi_email:
         log.warning("PUBWATCH_NCBI_EMAIL is not set: NCBI asks every client for a contact address")
     return settings

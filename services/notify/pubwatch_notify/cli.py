@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from pydantic import ValidationError
 
 from pubwatch_notify.settings import NotifySettings
-from pubwatch_shared.logs import configure_logging
+from pubwatch_shared.settings import load_settings_or_exit
 
 if TYPE_CHECKING:
     from arq import ArqRedis
@@ -27,16 +26,7 @@ log = logging.getLogger("pubwatch.notify")
 
 def load_settings(process_name: str) -> NotifySettings:
     """Settings from the environment; a bad setting ends the process with a clear message."""
-    try:
-        settings = NotifySettings()
-    except ValidationError as exc:
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "settings"
-            name = f"PUBWATCH_{field.upper()}" if error["loc"] else "settings"
-            click.echo(f"error: {name}: {error['msg']}", err=True)
-        sys.exit(2)
-    configure_logging(process_name, settings.log_level, settings.log_format)
-    return settings
+    return load_settings_or_exit(NotifySettings, process_name)
 
 
 @click.group()
