@@ -46,7 +46,7 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _log_format(cls, value: str) -> str:
         if value not in {"auto", "text", "json"}:
-            raise ValueError("PUBWATCH_LOG_FORMAT must be auto, text or json")
+            raise ValueError("must be auto, text or json")
         return value
 
 
