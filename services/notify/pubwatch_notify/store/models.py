@@ -113,6 +113,11 @@ class Subscription(Base):
     end_reason: Mapped[str | None] = mapped_column(String(200), default=None)
     next_digest_at: Mapped[datetime | None] = mapped_column(default=None)
     last_digest_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set on a pending subscription made by a channel switch on the preferences page: the
+    # subscription it takes over from, which ends only once this one is confirmed.
+    replaces_subscription_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="SET NULL"), default=None, index=True
+    )
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="subscription")
 

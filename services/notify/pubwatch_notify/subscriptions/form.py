@@ -123,3 +123,46 @@ def check_subscribe_form(
             source=source,
         )
     return result
+
+
+SWITCH_FIELDS = ("email", "phone", "consent")
+
+
+@dataclass
+class SwitchFormResult:
+    """The preferences page's channel switch: the new address, checked like a sign-up's."""
+
+    values: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)
+    address: str | None = None  # normalized, set only when every field is right
+
+
+def read_switch_values(form: Mapping[str, object]) -> dict[str, str]:
+    return {name: first_text(form, name) for name in SWITCH_FIELDS}
+
+
+def check_switch_form(
+    form: Mapping[str, object], channel: Channel, rules: FormRules
+) -> SwitchFormResult:
+    """Validate a switch to ``channel``: the new address or number and the consent box,
+    with the subscribe form's rules and words, every error at once.
+
+    May block on DNS when ``rules.check_deliverability`` is on: run it in a thread.
+    """
+    values = read_switch_values(form)
+    result = SwitchFormResult(values=values)
+    address = ""
+    try:
+        if channel == Channel.EMAIL:
+            address = normalize_email(
+                values["email"], check_deliverability=rules.check_deliverability
+            )
+        else:
+            address = normalize_phone(values["phone"], default_region=rules.default_region)
+    except AddressError as exc:
+        result.errors["email" if channel == Channel.EMAIL else "phone"] = str(exc)
+    if values["consent"] != "yes":
+        result.errors["consent"] = "Tick the box to agree to receive these messages."
+    if not result.errors:
+        result.address = address
+    return result

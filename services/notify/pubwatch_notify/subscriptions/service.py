@@ -3,6 +3,10 @@
 Functions here commit their own transaction (callers hand in a fresh session) so that a
 state change and its consent record are stored together or not at all.
 
+A channel switch (the preferences page) never moves a subscription: consent is per channel
+and address, so it makes a pending subscription on the new channel that names the one it
+replaces, and only confirming the new one (by link or by YES) ends the old one.
+
 Used by the web routes and by the Twilio webhooks (``confirm_by_sms_reply``,
 ``unsubscribe_by_sms_reply``, ``resubscribe_by_sms_reply``), and by the admin command that
 honours deletion requests (``delete_subscriber_data``).
@@ -21,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pubwatch_notify.store.models import (
     Channel,
     ConsentRecord,
+    Frequency,
     Subscription,
     SubscriptionStatus,
     utcnow,
@@ -34,11 +39,14 @@ from pubwatch_notify.subscriptions.wording import (
     Wording,
 )
 from pubwatch_notify.tokens import Purpose, TokenError, TokenSigner
+from pubwatch_shared.events import EvidenceLevel
 
 ACTIVE = (SubscriptionStatus.PENDING, SubscriptionStatus.CONFIRMED)
 # Why a subscription ended, when the subscriber ended it.
 END_BY_SMS_STOP = "sms-stop"
 END_BY_REQUEST = "unsubscribed"
+END_BY_SWITCH = "switched channel"
+SWITCH_SOURCE = "preferences"
 
 
 class ConsentAction(enum.StrEnum):
@@ -125,12 +133,17 @@ async def subscribe(
     hashed_address: str,
     wording: Wording,
     ip: str | None,
+    replaces_id: int | None = None,
 ) -> SubscribeResult:
     """Record a sign-up: a new pending subscription, or the existing one brought up to date.
 
     A confirmed subscription is left exactly as it was: a sign-up form must not let anyone
     change someone else's settings, and the page says the same thing whatever happened, so
     it reveals nothing about who is subscribed.
+
+    ``replaces_id`` (a channel switch) names the subscription that ends once this one is
+    confirmed. A plain sign-up leaves a pending switch in place, and starts an ended
+    subscription's new life without one.
     """
     existing = await _find(session, request.topic, request.channel, hashed_address)
     if existing is None:
@@ -145,6 +158,7 @@ async def subscribe(
             timezone=request.timezone,
             token_version=1,
             created_at=utcnow(),
+            replaces_subscription_id=replaces_id,
         )
         try:
             async with session.begin_nested():
@@ -174,6 +188,9 @@ async def subscribe(
             subscription.confirmed_at = None
             subscription.ended_at = None
             subscription.end_reason = None
+            subscription.replaces_subscription_id = replaces_id
+        if replaces_id is not None:
+            subscription.replaces_subscription_id = replaces_id
         subscription.address = request.address
         subscription.frequency = request.frequency
         subscription.min_level = request.min_level
@@ -192,6 +209,93 @@ async def subscribe(
     result = SubscribeResult(subscription.id, subscription.token_version, outcome)
     await session.commit()
     return result
+
+
+def other_channel(channel: str) -> Channel:
+    """The channel a subscriber on ``channel`` can switch to."""
+    return Channel.SMS if channel == Channel.EMAIL else Channel.EMAIL
+
+
+async def request_channel_switch(
+    session: AsyncSession,
+    current: Subscription,
+    *,
+    address: str,
+    hashed_address: str,
+    wording: Wording,
+    ip: str | None,
+) -> SubscribeResult:
+    """Ask to move ``current`` to the other channel, at ``address`` (normalized).
+
+    Creates (or reuses) a pending subscription on the new channel for the same topic with
+    the same choices, naming ``current`` as the one it replaces, and logs the consent given
+    on the preferences page. ``current`` is not touched: it ends when the new one is
+    confirmed. A subscription already confirmed at the new address is left as it was, like
+    a sign-up for it. Commits (or rolls back); callers re-read ``current`` afterwards.
+    """
+    if current.status not in ACTIVE:
+        raise ValueError("only an active subscription can switch channel")
+    request = SubscribeRequest(
+        topic=current.topic,
+        channel=other_channel(current.channel),
+        address=address,
+        frequency=Frequency(current.frequency),
+        min_level=EvidenceLevel(current.min_level),
+        timezone=current.timezone,
+        source=SWITCH_SOURCE,
+    )
+    return await subscribe(
+        session,
+        request,
+        hashed_address=hashed_address,
+        wording=wording,
+        ip=ip,
+        replaces_id=current.id,
+    )
+
+
+async def _hand_over(
+    session: AsyncSession, confirmed: Subscription, *, source: str, ip: str | None
+) -> bool:
+    """``confirmed`` was a channel switch and is now confirmed: end the subscription it
+    replaces, with its consent-log entry, in the caller's transaction.
+
+    Idempotent: an old subscription already ended (by this hand-over, an unsubscribe, a
+    bounce) is left alone, and the conditional update ends it at most once even when two
+    confirmations race. Returns whether it ended one.
+    """
+    old_id = confirmed.replaces_subscription_id
+    if old_id is None or old_id == confirmed.id:
+        return False
+    old = await session.get(Subscription, old_id)
+    if old is None or old.status not in ACTIVE or old.topic != confirmed.topic:
+        return False
+    version = await _signed_up_wording_version(session, old.id)
+    ended = await session.execute(
+        update(Subscription)
+        .where(Subscription.id == old.id, Subscription.status.in_(ACTIVE))
+        .values(
+            status=SubscriptionStatus.UNSUBSCRIBED,
+            ended_at=utcnow(),
+            end_reason=END_BY_SWITCH,
+            next_digest_at=None,
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    if not int(getattr(ended, "rowcount", 0) or 0):
+        return False
+    new_channel = "text messages" if confirmed.channel == Channel.SMS else "email"
+    session.add(
+        _consent(
+            old,
+            ConsentAction.UNSUBSCRIBE,
+            wording_version=version,
+            wording=f"Switched to {new_channel}: the new subscription was confirmed.",
+            source=source,
+            ip=ip,
+        )
+    )
+    return True
 
 
 async def subscription_for_token(
@@ -232,6 +336,7 @@ async def confirm(session: AsyncSession, subscription: Subscription, *, ip: str 
             ip=ip,
         )
     )
+    await _hand_over(session, subscription, source="email-link", ip=ip)
     await session.commit()
     return True
 
@@ -339,6 +444,7 @@ async def confirm_by_sms_reply(session: AsyncSession, number: str) -> bool:
                 ip=None,
             )
         )
+        await _hand_over(session, subscription, source="sms", ip=None)
     await session.commit()
     return bool(pending)
 

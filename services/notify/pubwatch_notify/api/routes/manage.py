@@ -3,6 +3,10 @@
 The token in the path says which subscription and for what; a bad, expired or superseded
 token gets a friendly page. ``POST /unsubscribe/{token}`` is also the RFC 8058 one-click
 endpoint: no cookies, no CSRF field, no redirect, always 200 for a valid token.
+
+The preferences page also switches a subscription to the other channel: that asks the new
+address for its own confirmation, and the old subscription keeps running until the new one
+is confirmed (see :func:`service.request_channel_switch`).
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from arq import ArqRedis
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from pubwatch_notify.api.deps import (
+    QueueDep,
+    RateLimiterDep,
     Resources,
     ResourcesDep,
     SessionDep,
@@ -23,10 +32,10 @@ from pubwatch_notify.api.deps import (
     render_message,
 )
 from pubwatch_notify.api.routes.subscribe import read_form
-from pubwatch_notify.api.security import CSRF_FIELD
-from pubwatch_notify.store.models import Frequency, Subscription, SubscriptionStatus
+from pubwatch_notify.api.security import CSRF_FIELD, RateLimiter
+from pubwatch_notify.store.models import Channel, Frequency, Subscription, SubscriptionStatus
 from pubwatch_notify.subscriptions import service
-from pubwatch_notify.subscriptions.addresses import mask_address
+from pubwatch_notify.subscriptions.addresses import address_hash, mask_address
 from pubwatch_notify.subscriptions.choices import (
     CHANNEL_LABELS,
     COMMON_TIMEZONES,
@@ -35,7 +44,15 @@ from pubwatch_notify.subscriptions.choices import (
     canonical_timezone,
     threshold_words,
 )
-from pubwatch_notify.subscriptions.form import first_text
+from pubwatch_notify.subscriptions.confirmation import enqueue_confirmation
+from pubwatch_notify.subscriptions.form import (
+    SWITCH_FIELDS,
+    FormRules,
+    SwitchFormResult,
+    check_switch_form,
+    first_text,
+)
+from pubwatch_notify.subscriptions.wording import Wording, consent_wording, sms_disclosure
 from pubwatch_notify.tokens import Purpose, TokenError
 from pubwatch_shared.events import EvidenceLevel
 
@@ -44,6 +61,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 
 ONE_CLICK_FIELD = "List-Unsubscribe"
 ONE_CLICK_VALUE = "One-Click"
+SWITCH_ACTION = "switch-channel"
 MAX_TOKEN_CHARS = 400
 
 
@@ -136,6 +154,7 @@ def _preferences_context(
     values: dict[str, str],
     errors: dict[str, str],
     saved: bool = False,
+    switch_requested: bool = False,
 ) -> dict[str, Any]:
     thresholds = dict(THRESHOLD_LABELS.items())
     try:
@@ -145,15 +164,35 @@ def _preferences_context(
     if current is not None and current not in thresholds:
         # Set through another route (the API): keep it choosable rather than silently change it.
         thresholds[current] = threshold_words(current)
+    settings = resources.settings
+    described = _describe(resources, subscription)
+    switch_channel = service.other_channel(subscription.channel)
     return {
-        **_describe(resources, subscription),
-        "values": values,
+        **described,
+        # The switch form's fields start empty; what the person typed is kept on errors.
+        "values": {**dict.fromkeys(SWITCH_FIELDS, ""), **values},
         "errors": errors,
         "saved": saved,
         "frequency_labels": FREQUENCY_LABELS,
         "threshold_labels": thresholds,
         "common_timezones": COMMON_TIMEZONES,
+        "switch_channel": switch_channel.value,
+        "switch_channel_label": _label(CHANNEL_LABELS, switch_channel),
+        "switch_wording": _switch_wording(resources, subscription, switch_channel),
+        "sms_disclosure": sms_disclosure(settings.program_name),
+        "switch_requested": switch_requested,
     }
+
+
+def _switch_wording(resources: Resources, subscription: Subscription, channel: Channel) -> Wording:
+    settings = resources.settings
+    topic = resources.topics.get(subscription.topic)
+    return consent_wording(
+        channel,
+        topic.name if topic else subscription.topic,
+        settings.program_name,
+        settings.consent_wording_version,
+    )
 
 
 def _current_values(subscription: Subscription) -> dict[str, str]:
@@ -179,7 +218,12 @@ async def preferences_page(
 
 @router.post("/preferences/{token}")
 async def preferences_submit(
-    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+    token: str,
+    request: Request,
+    resources: ResourcesDep,
+    session: SessionDep,
+    limiter: RateLimiterDep,
+    queue: QueueDep,
 ) -> Response:
     found = await _subscription(request, session, resources, Purpose.PREFERENCES, token)
     if isinstance(found, Response):
@@ -189,14 +233,19 @@ async def preferences_submit(
     form = await read_form(request)
     if form is None:
         return render_message(request, "Something went wrong", "Please try again.", 400)
+    action = first_text(form, "action")
+    if action == SWITCH_ACTION:
+        return await _switch_channel(request, found, form, resources, session, limiter, queue)
     values = {
         name: first_text(form, name).strip() for name in ("frequency", "min_level", "timezone")
     }
+    if action in ("unsubscribe-topic", "unsubscribe-all"):
+        # The stop buttons have a form of their own, without the choices.
+        values = _current_values(found)
     if not resources.csrf.verify(request, first_text(form, CSRF_FIELD)):
         errors = {"form": "This page had expired. Check your choices and save again."}
         context = _preferences_context(resources, found, values, errors)
         return render(request, "preferences.html", context, status_code=403)
-    action = first_text(form, "action")
     if action in ("unsubscribe-topic", "unsubscribe-all"):
         every_topic = action == "unsubscribe-all"
         count = await service.unsubscribe(
@@ -221,6 +270,92 @@ async def preferences_submit(
         timezone=timezone,
     )
     context = _preferences_context(resources, found, _current_values(found), {}, saved=True)
+    return render(request, "preferences.html", context)
+
+
+async def _switch_channel(
+    request: Request,
+    found: Subscription,
+    form: FormData,
+    resources: Resources,
+    session: AsyncSession,
+    limiter: RateLimiter,
+    queue: ArqRedis,
+) -> Response:
+    """Ask to get this topic's updates on the other channel instead.
+
+    Checked like a sign-up (the new address, the consent box, CSRF, the per-IP and
+    per-address limits); nothing is stored unless all is right. The current subscription
+    keeps running: it ends when the new address confirms.
+    """
+    settings = resources.settings
+    channel = service.other_channel(found.channel)
+    address_field = "email" if channel == Channel.EMAIL else "phone"
+    current = _current_values(found)
+
+    def again(checked: SwitchFormResult, status_code: int) -> Response:
+        values = {**current, **checked.values}
+        context = _preferences_context(resources, found, values, checked.errors)
+        return render(request, "preferences.html", context, status_code=status_code)
+
+    typed = SwitchFormResult(values={name: first_text(form, name) for name in SWITCH_FIELDS})
+    if not resources.csrf.verify(request, first_text(form, CSRF_FIELD)):
+        typed.errors["switch"] = "This page had expired. Check the details and send them again."
+        return again(typed, 403)
+    ip = client_ip(request)
+    if not await limiter.allow("signup-ip", ip or "unknown", settings.signup_limit_per_ip):
+        typed.errors["switch"] = (
+            "There have been too many sign-ups from your network in the last hour. "
+            "Please try again later."
+        )
+        return again(typed, 429)
+    rules = FormRules(settings.phone_default_region, settings.check_email_deliverability)
+    if settings.check_email_deliverability:
+        checked = await run_in_threadpool(check_switch_form, form, channel, rules)
+    else:
+        checked = check_switch_form(form, channel, rules)
+    if checked.address is None:
+        return again(checked, 422)
+    hashed = address_hash(settings.secret_key, checked.address)
+    if not await limiter.allow("signup-address", hashed, settings.signup_limit_per_address):
+        checked.errors[address_field] = (
+            "There have been too many sign-ups for this address. Try again in an hour."
+        )
+        return again(checked, 429)
+    try:
+        result = await service.request_channel_switch(
+            session,
+            found,
+            address=checked.address,
+            hashed_address=hashed,
+            wording=_switch_wording(resources, found, channel),
+            ip=ip,
+        )
+    except ValueError:
+        # Choices stored through another route that a sign-up could not have made.
+        await session.rollback()
+        await session.refresh(found)
+        checked.errors["switch"] = (
+            "We couldn't switch this subscription. Save your choices first, then try again."
+        )
+        return again(checked, 422)
+    # The service may have rolled back (an address already confirmed): read it again.
+    await session.refresh(found)
+    # Stored first, then queued, as for a sign-up: if Redis failed in between, the new
+    # subscription waits as pending and asking again queues its confirmation.
+    if result.needs_confirmation:
+        await enqueue_confirmation(queue, result.subscription_id, result.token_version)
+    log.info(
+        "channel switch requested",
+        extra={
+            "subscription_id": found.id,
+            "new_subscription_id": result.subscription_id,
+            "channel": channel.value,
+            "outcome": result.outcome.value,
+        },
+    )
+    # The same page whatever happened, so it reveals nothing about who is subscribed.
+    context = _preferences_context(resources, found, current, {}, switch_requested=True)
     return render(request, "preferences.html", context)
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-25 13:10:23.394134
+Create Date: 2026-11-25 13:37:30.276528
 """
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ def upgrade() -> None:
         sa.Column("end_reason", sa.String(length=200), nullable=True),
         sa.Column("next_digest_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_digest_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "replaces_subscription_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
+        sa.ForeignKeyConstraint(
+            ["replaces_subscription_id"], ["subscriptions.id"], ondelete="SET NULL"
+        ),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("topic", "channel", "address_hash", name="uq_subscription_address"),
     )
@@ -75,6 +83,11 @@ def upgrade() -> None:
         batch_op.create_index("ix_subscriptions_fanout", ["topic", "status", "id"], unique=False)
         batch_op.create_index(
             "ix_subscriptions_next_digest", ["status", "next_digest_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_subscriptions_replaces_subscription_id"),
+            ["replaces_subscription_id"],
+            unique=False,
         )
 
     op.create_table(
@@ -190,6 +203,7 @@ def downgrade() -> None:
 
     op.drop_table("consent_log")
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriptions_replaces_subscription_id"))
         batch_op.drop_index("ix_subscriptions_next_digest")
         batch_op.drop_index("ix_subscriptions_fanout")
         batch_op.drop_index(batch_op.f("ix_subscriptions_address_hash"))
