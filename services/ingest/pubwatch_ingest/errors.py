@@ -5,9 +5,10 @@
     EutilsError
     ├── TransientEutilsError      retry with backoff: the same request may succeed later
     │     429 (rate limit), 5xx, connect/read timeouts, connection resets,
-    │     a truncated or empty body, NCBI's <ERROR> in a 200 answer
+    │     a truncated or empty body (MalformedXMLError), NCBI's <ERROR> in a 200 answer
     └── PermanentEutilsError      stop: retrying the same request cannot help
           other 4xx, a response that is well formed but not what was asked for
+          (DTDMismatchError)
 
 The poller lets either end the poll of the topics in hand: nothing is committed, so the
 next poll repeats the work. Only the retry loop in :mod:`pubwatch_ingest.eutils` branches
@@ -31,3 +32,11 @@ class PermanentEutilsError(EutilsError):
 
 class RetriesExhaustedError(TransientEutilsError):
     """A transient failure outlasted every attempt."""
+
+
+class MalformedXMLError(TransientEutilsError):
+    """A 200 answer whose XML is truncated, empty or malformed (cut short in transit)."""
+
+
+class DTDMismatchError(PermanentEutilsError):
+    """A well-formed answer that does not fit its DTD."""

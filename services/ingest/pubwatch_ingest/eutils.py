@@ -4,32 +4,39 @@ What it adds over ``Bio.Entrez``'s own HTTP (see REFERENCE.md): a configurable b
 request timeouts, one reused connection pool, a rate limit shared by every ingest process
 (:mod:`pubwatch_ingest.ratelimit`), and retries with exponential backoff and jitter on
 429, 5xx, timeouts and truncated or empty bodies. Every request carries ``tool``, ``email``
-and ``api_key``. Responses are parsed with ``Bio.Entrez.read`` inside the retry loop, so a
-body cut short in transit is retried like any other transient failure.
+and ``api_key``. Responses are parsed with ``Bio.Entrez.read`` inside the retry loop, in
+worker processes (:mod:`pubwatch_ingest.parsing`) so that parsing never stalls the event
+loop, and a body cut short in transit is retried like any other transient failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
-from xml.parsers.expat import ExpatError
 
 import httpx
-from Bio.Entrez.Parser import CorruptedXMLError, NotXMLError, ValidationError
 
-from pubwatch_ingest.articles import Article, parse_efetch, read_xml
+from pubwatch_ingest.articles import Article
 from pubwatch_ingest.errors import (
+    DTDMismatchError,
+    MalformedXMLError,
     PermanentEutilsError,
     RetriesExhaustedError,
     TransientEutilsError,
 )
 from pubwatch_ingest.opsmetrics import IngestMetrics
+from pubwatch_ingest.parsing import (
+    ParsePool,
+    SearchResult,
+    parse_efetch_batch,
+    parse_esearch,
+)
 from pubwatch_ingest.ratelimit import RateLimiter
 from pubwatch_ingest.settings import IngestSettings
 
@@ -40,35 +47,14 @@ T = TypeVar("T")
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Longer search terms go by POST: NCBI's front end refuses very long URLs.
 _MAX_GET_TERM_CHARS = 1500
+# efetch batches under way at once: later ones are on the wire while earlier ones are parsed.
+_FETCHES_IN_FLIGHT = 4
 
-
-@dataclass(frozen=True)
-class SearchResult:
-    count: int  # every match PubMed knows of; may exceed len(pmids)
-    pmids: list[str]
-
-    @property
-    def truncated(self) -> bool:
-        return self.count > len(self.pmids)
+__all__ = ["EutilsClient", "SearchResult", "eutils_date"]
 
 
 def eutils_date(day: date) -> str:
     return day.strftime("%Y/%m/%d")
-
-
-def _parse_esearch(body: bytes) -> SearchResult:
-    record = read_xml(body)
-    if "ERROR" in record:
-        # NCBI reports back-end trouble inside a 200 answer; the same search usually works
-        # a moment later.
-        raise TransientEutilsError(f"esearch error: {record['ERROR']}")
-    if "Count" not in record or "IdList" not in record:
-        raise TransientEutilsError("esearch answer without Count or IdList")
-    return SearchResult(count=int(record["Count"]), pmids=[str(pmid) for pmid in record["IdList"]])
-
-
-def _parse_efetch(body: bytes) -> list[Article]:
-    return parse_efetch(read_xml(body))
 
 
 class EutilsClient:
@@ -80,10 +66,12 @@ class EutilsClient:
         limiter: RateLimiter,
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: IngestMetrics | None = None,
+        parser: ParsePool | None = None,
     ) -> None:
         self.settings = settings
         self.limiter = limiter
         self.metrics = metrics
+        self._parser = parser or ParsePool(settings.resolved_dtd_cache_dir)
         self.requests_sent = 0  # every HTTP attempt, retries included
         self._http = httpx.AsyncClient(
             base_url=settings.eutils_url,
@@ -94,7 +82,10 @@ class EutilsClient:
         )
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        try:
+            await self._http.aclose()
+        finally:
+            await self._parser.aclose()
 
     def _identity(self) -> dict[str, str]:
         params = {"tool": self.settings.ncbi_tool}
@@ -122,25 +113,40 @@ class EutilsClient:
         params: dict[str, str],
         parse: Callable[[bytes], T],
     ) -> T:
-        """One E-utilities call: rate-limited attempts until a parsed answer or a final error."""
+        """One E-utilities call: rate-limited attempts until a parsed answer or a final error.
+
+        ``parse`` runs in a worker process, so it must be picklable (a module-level function
+        or a ``functools.partial`` of one).
+        """
         data = {**params, **self._identity()}
         last_problem = ""
         for attempt in range(1, self.settings.max_attempts + 1):
-            await self.limiter.acquire()
-            self.requests_sent += 1
+            if method == "POST":
+                request = self._http.build_request("POST", endpoint, data=data)
+            else:
+                request = self._http.build_request("GET", endpoint, params=data)
             retry_after_s: float | None = None
             # Each attempt is counted by its outcome, so retries show up in /metrics.
             outcome = "error"
+            slot = await self.limiter.acquire()
+            # Nothing may come between admission and the write but the send itself.
             started = time.monotonic()
+            self.requests_sent += 1
             try:
-                if method == "POST":
-                    response = await self._http.post(endpoint, data=data)
-                else:
-                    response = await self._http.get(endpoint, params=data)
+                try:
+                    # The lease is the limiter's bound on admission-to-headers.
+                    async with asyncio.timeout(self.limiter.lease_s):
+                        response = await self._http.send(request, stream=True)
+                finally:
+                    # The answer has begun (or the attempt failed): the server has the
+                    # request, so its slot now counts from this moment.
+                    await self.limiter.sent(slot)
+                try:
+                    body = await response.aread()
+                finally:
+                    await response.aclose()
                 if response.status_code == 200:
-                    # Parsing 200 records takes tens of milliseconds: keep the event loop
-                    # (and the lock renewals on it) responsive meanwhile.
-                    parsed = await asyncio.to_thread(parse, response.content)
+                    parsed = await self._parser.run(parse, body)
                     outcome = "ok"
                     return parsed
                 outcome = f"http_{response.status_code}"
@@ -150,16 +156,16 @@ class EutilsClient:
                     )
                 last_problem = f"HTTP {response.status_code}"
                 retry_after_s = _retry_after_s(response)
-            except httpx.TimeoutException as exc:
+            except (httpx.TimeoutException, TimeoutError) as exc:
                 outcome = "timeout"
                 last_problem = f"timeout ({type(exc).__name__})"
             except httpx.TransportError as exc:
                 outcome = "connection_error"
                 last_problem = f"connection problem ({type(exc).__name__}: {exc})"
-            except (CorruptedXMLError, NotXMLError, ExpatError) as exc:
+            except MalformedXMLError as exc:
                 outcome = "bad_xml"
-                last_problem = f"truncated or malformed XML ({type(exc).__name__})"
-            except ValidationError as exc:
+                last_problem = str(exc)
+            except DTDMismatchError as exc:
                 raise PermanentEutilsError(
                     f"{endpoint} answer does not fit its DTD: {exc}"
                 ) from exc
@@ -204,42 +210,50 @@ class EutilsClient:
                 "maxdate": eutils_date(maxdate),
             }
         method = "POST" if len(term) > _MAX_GET_TERM_CHARS else "GET"
-        return await self._call(method, "esearch.fcgi", params, _parse_esearch)
+        return await self._call(method, "esearch.fcgi", params, parse_esearch)
 
     async def efetch(self, pmids: Sequence[str]) -> list[Article]:
         """One efetch by POST of at most ``efetch_batch_size`` PMIDs."""
         if len(pmids) > self.settings.efetch_batch_size:
             raise ValueError(f"efetch takes at most {self.settings.efetch_batch_size} ids per call")
         params = {"db": "pubmed", "id": ",".join(pmids), "retmode": "xml"}
-        articles = await self._call("POST", "efetch.fcgi", params, self._expect_some(len(pmids)))
-        return articles
-
-    @staticmethod
-    def _expect_some(requested: int) -> Callable[[bytes], list[Article]]:
-        def parse(body: bytes) -> list[Article]:
-            articles = _parse_efetch(body)
-            if requested and not articles:
-                # A well-formed but empty set for ids that esearch just returned is a hiccup
-                # (NCBI does this under load), not proof the records are gone.
-                raise TransientEutilsError(f"efetch returned none of {requested} records")
-            return articles
-
-        return parse
+        parse = functools.partial(parse_efetch_batch, requested=len(pmids))
+        return await self._call("POST", "efetch.fcgi", params, parse)
 
     async def fetch_articles(
         self,
         pmids: Sequence[str],
         on_batch: Callable[[int, int], Any] | None = None,
     ) -> dict[str, Article]:
-        """Every record for ``pmids`` that PubMed returns, in batches; ``on_batch(done, total)``."""
+        """Every record for ``pmids`` that PubMed returns, in batches; ``on_batch(done, total)``.
+
+        Up to ``_FETCHES_IN_FLIGHT`` batches are under way at once, so some are parsed while
+        others are fetched; the rate limit paces them. The first failure cancels the rest
+        and is raised.
+        """
         found: dict[str, Article] = {}
         size = self.settings.efetch_batch_size
-        for start in range(0, len(pmids), size):
-            batch = list(pmids[start : start + size])
-            for article in await self.efetch(batch):
+        batches = [list(pmids[start : start + size]) for start in range(0, len(pmids), size)]
+        gate = asyncio.Semaphore(_FETCHES_IN_FLIGHT)
+        done = 0
+
+        async def fetch(batch: list[str]) -> None:
+            nonlocal done
+            async with gate:
+                articles = await self.efetch(batch)
+            for article in articles:
                 found[article.pmid] = article
+            done += len(batch)
             if on_batch is not None:
-                on_batch(min(start + size, len(pmids)), len(pmids))
+                on_batch(done, len(pmids))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for batch in batches:
+                    group.create_task(fetch(batch))
+        except BaseExceptionGroup as group_error:
+            # One batch's failure ends the fetch; the caller sees that error itself.
+            raise group_error.exceptions[0] from None
         return found
 
 

@@ -37,6 +37,7 @@ def build_poller(
         identity_key(settings.ncbi_api_key),
         limit=settings.requests_per_s,
         window_s=settings.rate_window_s,
+        lease_s=settings.rate_slot_lease_s,
     )
     client = EutilsClient(settings, limiter, transport=transport, metrics=IngestMetrics(pool))
     return Poller(settings, pool, client)

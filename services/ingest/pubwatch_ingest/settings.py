@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from pubwatch_shared.settings import CommonSettings
+from pubwatch_shared.settings import CommonSettings, check_url_port
 
 # NCBI's published limits per identity: requests per second without and with an API key.
 RATE_WITHOUT_KEY_PER_S = 3
@@ -42,10 +42,11 @@ class IngestSettings(CommonSettings):
         default=None, ge=1, description="Override; default 3/s without an API key, 10/s with."
     )
     rate_window_s: float = Field(
-        default=1.25,
-        gt=0,
-        description="The limiter's window: a little over NCBI's 1 s so that a request sent a "
-        "moment after it was admitted still lands in a compliant second.",
+        default=1.02,
+        ge=1.0,
+        description="How long each request counts against the limit, from the moment its "
+        "answer began (by which NCBI has certainly seen it): NCBI's 1 s and a hair for the "
+        "clocks. See pubwatch_ingest.ratelimit.",
     )
     efetch_batch_size: int = Field(default=200, ge=1, le=200)
     esearch_max_results: int = Field(
@@ -73,6 +74,7 @@ class IngestSettings(CommonSettings):
         parts = urlsplit(value)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+        check_url_port(value)
         return value if value.endswith("/") else value + "/"
 
     @field_validator("ncbi_tool")
@@ -92,6 +94,11 @@ class IngestSettings(CommonSettings):
         if self.rate_limit_per_s is not None:
             return self.rate_limit_per_s
         return RATE_WITH_KEY_PER_S if self.ncbi_api_key else RATE_WITHOUT_KEY_PER_S
+
+    @property
+    def rate_slot_lease_s(self) -> float:
+        """Longest wait for an answer to begin; a request still in flight counts until then."""
+        return 2 * self.request_timeout_s
 
     @property
     def resolved_dtd_cache_dir(self) -> Path:
