@@ -10,7 +10,8 @@ The load generator speaks HTTP/1.1 over plain asyncio streams rather than throug
 client library, so that on a small machine the measuring process takes as little CPU from
 the measured one as it can. Goals: at least 1,000 events/s, p99 under 100 ms.
 
-``run(quick)`` returns the figures; ``python -m benchmarks.events_api [--quick]`` prints them.
+``run(quick)`` returns the figures; ``python -m benchmarks.events_api [--quick] [--workers N]``
+prints them (``--workers``: the API's uvicorn worker processes, ``PUBWATCH_API_WORKERS``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ CLIENTS = 50
 TOPIC = "indolent-systemic-mastocytosis"
 GOAL_EVENTS_PER_S = 1000
 GOAL_P99_MS = 100
+# uvicorn worker processes (PUBWATCH_API_WORKERS); `--workers N` measures another count.
+API_WORKERS = 1
 POSTGRES_URL_ENV = "PUBWATCH_TEST_POSTGRES_URL"
 
 
@@ -132,7 +135,9 @@ async def _load(port: int, per_client: int, run_id: str) -> dict[str, Any]:
     }
 
 
-def _env(database_url: str, redis_url: str, port: int, var_dir: Path) -> dict[str, str]:
+def _env(
+    database_url: str, redis_url: str, port: int, var_dir: Path, workers: int
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUBWATCH_")}
     env.update(
         PUBWATCH_DATABASE_URL=database_url,
@@ -145,6 +150,7 @@ def _env(database_url: str, redis_url: str, port: int, var_dir: Path) -> dict[st
         PUBWATCH_EVENTS_API_KEYS=",".join(f"bench-{c:02d}:{_key(c)}" for c in range(CLIENTS)),
         PUBWATCH_EVENTS_API_RATE_PER_MINUTE="1000000",
         PUBWATCH_EVENTS_API_BURST="100000",
+        PUBWATCH_API_WORKERS=str(workers),
     )
     return env
 
@@ -198,12 +204,12 @@ def _postgres_database(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def _measure(database_url: str, work_dir: Path, per_client: int) -> dict[str, Any]:
+def _measure(database_url: str, work_dir: Path, per_client: int, workers: int) -> dict[str, Any]:
     redis = RedisServer(work_dir / "redis", appendonly=False)
     redis.start()
     try:
         port = free_port()
-        env = _env(database_url, redis.url, port, work_dir / "var")
+        env = _env(database_url, redis.url, port, work_dir / "var", workers)
         with _api_process(env, port, work_dir / "api.log"):
             asyncio.run(_load(port, 5, "warmup"))  # connections, caches, prepared statements
             figures = asyncio.run(_load(port, per_client, uuid.uuid4().hex[:8]))
@@ -215,11 +221,12 @@ def _measure(database_url: str, work_dir: Path, per_client: int) -> dict[str, An
     return figures
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, workers: int = API_WORKERS) -> dict[str, Any]:
     """Figures per database; ``quick`` posts 40 events per client instead of 200."""
     per_client = 40 if quick else 200
     figures: dict[str, Any] = {
         "clients": CLIENTS,
+        "api_workers": workers,
         "goal": {"accepted_per_s": GOAL_EVENTS_PER_S, "p99_ms": GOAL_P99_MS},
         "cpus": os.cpu_count(),
     }
@@ -227,21 +234,28 @@ def run(quick: bool) -> dict[str, Any]:
         work = Path(tmp)
         sqlite_dir = work / "sqlite"
         sqlite_dir.mkdir()
-        figures["sqlite"] = _measure(f"sqlite:///{sqlite_dir / 'bench.db'}", sqlite_dir, per_client)
+        figures["sqlite"] = _measure(
+            f"sqlite:///{sqlite_dir / 'bench.db'}", sqlite_dir, per_client, workers
+        )
         admin_url = os.environ.get(POSTGRES_URL_ENV)
         if admin_url:
             pg_dir = work / "postgres"
             pg_dir.mkdir()
             with _postgres_database(admin_url) as url:
-                figures["postgres"] = _measure(url, pg_dir, per_client)
+                figures["postgres"] = _measure(url, pg_dir, per_client, workers)
         else:
             figures["postgres"] = f"skipped: set {POSTGRES_URL_ENV}"
     return figures
 
 
 def main() -> None:
-    figures = run("--quick" in sys.argv[1:])
-    print(f"{figures['clients']} concurrent clients, {figures['cpus']} CPUs")
+    args = sys.argv[1:]
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else API_WORKERS
+    figures = run("--quick" in args, workers)
+    print(
+        f"{figures['clients']} concurrent clients, {figures['cpus']} CPUs, "
+        f"{figures['api_workers']} API worker process(es)"
+    )
     for backend in ("sqlite", "postgres"):
         f = figures[backend]
         if isinstance(f, str):

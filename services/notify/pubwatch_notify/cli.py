@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -63,29 +64,75 @@ def migrate() -> None:
 @notify.command()
 def api() -> None:
     """Serve the web pages and the HTTP API on PUBWATCH_PUBLIC_URL's port."""
+    settings = load_settings("notify-api")  # first: a bad setting is refused at once
+
     import uvicorn
 
     from pubwatch_notify.api.app import create_app
 
-    settings = load_settings("notify-api")
-    app = create_app(settings)
-    log.info("notify API listening", extra={"url": settings.public_url})
-    uvicorn.run(
-        app,
-        host=settings.api_host,
-        port=settings.listen_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
+    serve: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.listen_port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 20,
+    }
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the handler
+    # found at start-up; with the default one the process would die "killed by SIGTERM"
+    # (exit 143 in a container) after a clean stop. This handler makes that exit 0.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    if settings.api_workers > 1:
+        _serve_workers(settings, serve)
+    else:
+        app = create_app(settings)
+        log.info("notify API listening", extra={"url": settings.public_url})
+        uvicorn.run(app, **serve)
+    log.info("notify API stopped")
+
+
+def _serve_workers(settings: NotifySettings, serve: dict[str, Any]) -> None:
+    """Several uvicorn worker processes on one socket (``PUBWATCH_API_WORKERS``). What must
+    happen once happens here, before they start: the migrations (so workers never race to
+    apply them), and an embedded Redis when none is configured (so all workers share one,
+    and so one rate limit and one queue)."""
+    import os
+
+    import uvicorn
+
+    from pubwatch_notify.store.engine import make_engine
+    from pubwatch_notify.store.migrate import upgrade_to_head
+    from pubwatch_shared.embedded_redis import redis_url_or_embedded
+
+    async def migrate() -> None:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            await upgrade_to_head(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(migrate())
+    with redis_url_or_embedded(settings.redis_url, settings.var_dir) as redis_url:
+        # The workers read their settings from the environment, as this process did.
+        os.environ["PUBWATCH_REDIS_URL"] = redis_url
+        log.info(
+            "notify API listening",
+            extra={"url": settings.public_url, "workers": settings.api_workers},
+        )
+        uvicorn.run(
+            "pubwatch_notify.api.app:create_app_from_env",
+            factory=True,
+            workers=settings.api_workers,
+            **serve,
+        )
 
 
 @notify.command()
 def worker() -> None:
     """Consume events, fan out, send messages and digests."""
+    settings = load_settings("notify-worker")  # first: a bad setting is refused at once
+
     from pubwatch_notify.worker import run_worker
 
-    settings = load_settings("notify-worker")
     sys.exit(run_worker(settings))
 
 

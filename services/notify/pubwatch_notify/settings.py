@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from pubwatch_shared.settings import CommonSettings
+from pubwatch_shared.settings import CommonSettings, check_url_port
 
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev-secret-key"})
 DEV_SECRET_KEY = "dev-secret-key"  # noqa: S105 - refused outside dev mode
@@ -25,6 +25,13 @@ class NotifySettings(CommonSettings):
     api_host: str = "127.0.0.1"
     api_port: int | None = Field(
         default=None, description="Defaults to the port of PUBWATCH_PUBLIC_URL."
+    )
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="uvicorn worker processes for `pubwatch notify api` (one per CPU core "
+        "is a good start; every process shares the database and Redis).",
     )
 
     smtp_url: str | None = None
@@ -135,6 +142,7 @@ class NotifySettings(CommonSettings):
         parts = urlsplit(value)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+        check_url_port(value)
         return value.rstrip("/")
 
     @field_validator("default_timezone")
@@ -163,6 +171,7 @@ class NotifySettings(CommonSettings):
         parts = urlsplit(value)
         if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
             raise ValueError("must look like smtp://user:pass@host:port (smtps:// for TLS)")
+        check_url_port(value)
         return value
 
     @field_validator("database_url")
@@ -172,6 +181,16 @@ class NotifySettings(CommonSettings):
             return None
         if not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
+        check_url_port(value)
+        from sqlalchemy.engine import make_url  # here: only processes given a URL pay for it
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "is not a valid database URL (scheme://user:pass@host:port/name)"
+            ) from None
         return value
 
     @model_validator(mode="after")

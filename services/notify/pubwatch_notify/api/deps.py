@@ -46,10 +46,16 @@ def get_resources(request: Request) -> Resources:
     return resources
 
 
-ResourcesDep = Annotated[Resources, Depends(get_resources)]
+async def _resources(request: Request) -> Resources:
+    # The dependencies are ``async def`` although nothing in them waits: FastAPI runs a plain
+    # ``def`` dependency in a worker thread, a thread hop per request for a lookup.
+    return get_resources(request)
 
 
-def get_settings(resources: ResourcesDep) -> NotifySettings:
+ResourcesDep = Annotated[Resources, Depends(_resources)]
+
+
+async def get_settings(resources: ResourcesDep) -> NotifySettings:
     return resources.settings
 
 
@@ -66,7 +72,7 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def get_queue(resources: ResourcesDep) -> ArqRedis:
+async def get_queue(resources: ResourcesDep) -> ArqRedis:
     if resources.queue is None:
         raise RuntimeError("Redis is not set up (the app's lifespan has not run)")
     return resources.queue
@@ -75,7 +81,7 @@ def get_queue(resources: ResourcesDep) -> ArqRedis:
 QueueDep = Annotated[ArqRedis, Depends(get_queue)]
 
 
-def get_rate_limiter(resources: ResourcesDep, queue: QueueDep) -> RateLimiter:
+async def get_rate_limiter(resources: ResourcesDep, queue: QueueDep) -> RateLimiter:
     return RateLimiter(queue, resources.settings.secret_key)
 
 
