@@ -187,8 +187,8 @@ async def plain_loop_run(count: int, smtp_url: str, control_url: str) -> dict[st
     return {"deliveries_per_s": round(count / elapsed_s, 1)}
 
 
-async def run_async(quick: bool) -> dict[str, Any]:
-    sizes = [1_000, 5_000] if quick else [10_000, 100_000]
+async def run_async(quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
+    sizes = sizes or ([1_000, 5_000] if quick else [10_000, 100_000])
     results: dict[str, Any] = {"connections": CONNECTIONS, "sizes": {}}
     sink, smtp_url, control_url = start_sink()
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,14 +209,20 @@ async def run_async(quick: bool) -> dict[str, Any]:
     return results
 
 
-def run(quick: bool) -> dict[str, Any]:
-    return asyncio.run(run_async(quick))
+def run(quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
+    return asyncio.run(run_async(quick, sizes))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1,000 and 5,000 instead of 10k/100k")
-    print(json.dumps(run(parser.parse_args().quick), indent=2))
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [int(size) for size in text.split(",")],
+        help="subscriber counts to run instead, comma-separated (e.g. 10000)",
+    )
+    args = parser.parse_args()
+    print(json.dumps(run(args.quick, args.sizes), indent=2))
 
 
 if __name__ == "__main__":

@@ -172,8 +172,8 @@ async def plain_loop_run(count: int, api_url: str) -> dict[str, Any]:
     return {"deliveries_per_s": round(count / elapsed_s, 1)}
 
 
-async def run_async(quick: bool) -> dict[str, Any]:
-    sizes = [500, 2_000] if quick else [10_000, 100_000]
+async def run_async(quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
+    sizes = sizes or ([500, 2_000] if quick else [10_000, 100_000])
     limited_count = int(MPS_LIMIT * (5 if quick else 20))
     results: dict[str, Any] = {
         "connections": CONNECTIONS,
@@ -219,14 +219,20 @@ async def run_async(quick: bool) -> dict[str, Any]:
     return results
 
 
-def run(quick: bool) -> dict[str, Any]:
-    return asyncio.run(run_async(quick))
+def run(quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
+    return asyncio.run(run_async(quick, sizes))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="500 and 2,000 instead of 10k/100k")
-    print(json.dumps(run(parser.parse_args().quick), indent=2))
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [int(size) for size in text.split(",")],
+        help="subscriber counts to run instead, comma-separated (e.g. 10000)",
+    )
+    args = parser.parse_args()
+    print(json.dumps(run(args.quick, args.sizes), indent=2))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ One arq worker runs every job (see :mod:`.delivery.jobs`) plus two crons each mi
 built in ``on_startup`` and kept in ``ctx``; ``on_shutdown`` closes them.
 
 SIGTERM/SIGINT: the worker stops taking jobs and gives running ones ``shutdown_grace_s`` to
-finish; any still running are then cancelled, give back what they had not sent, and arq
-re-queues them.
+finish; any still running are then cancelled. A cancelled send job lets the message it has
+on the wire finish and be recorded (a cancellation lands only between messages), gives back
+what it had not sent (due at once), and arq re-queues it. A worker starting up runs one
+sweep at once, so what was given back goes out without waiting for the minute's sweeper.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from typing import Any
 from arq import Retry
 from arq.cron import cron
 from arq.worker import Function, Worker, func
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pubwatch_notify.channels.factory import build_channels
@@ -128,6 +133,38 @@ def job_functions(settings: NotifySettings) -> list[Function]:
     ]
 
 
+_REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ConnectionError, OSError)
+REDIS_RETRY_S = 1.0
+
+
+class ResilientWorker(Worker):
+    """An arq worker that rides out a Redis restart instead of exiting.
+
+    arq's poll loop lets a connection error end the worker; here the poll is logged and
+    tried again a second later, and a job slot taken for a job that could not be started
+    is given back. Jobs whose bookkeeping failed while Redis was away stay on the queue and
+    run again (they are idempotent).
+    """
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except _REDIS_AWAY as exc:
+            log.warning("redis unreachable, will retry", extra={"error": type(exc).__name__})
+            await asyncio.sleep(REDIS_RETRY_S)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        for job_id in job_ids:
+            counted = self.job_counter
+            try:
+                await super().start_jobs([job_id])
+            except _REDIS_AWAY:
+                if self.job_counter > counted and job_id.decode() not in self.tasks:
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
+
+
 def build_worker(
     settings: NotifySettings,
     redis_url: str,
@@ -158,6 +195,18 @@ def build_worker(
         await heartbeat.enter_async_context(heartbeating(ctx["redis"], HEARTBEAT_SERVICE))
         ctx[HEARTBEAT_KEY] = heartbeat
         log.info("notify worker started", extra={"max_jobs": settings.worker_max_jobs})
+        # What a stopped worker's cancelled jobs handed back (and any stale claim or lost
+        # job) is queued now, not at the sweeper's next minute.
+        try:
+            queued = await jobs.recover_at_startup(ctx[RUNTIME_KEY])
+        except (OperationalError, DBAPIError, *_REDIS_AWAY) as exc:
+            log.warning(
+                "start-up sweep failed; the sweeper will catch up",
+                extra={"error": type(exc).__name__},
+            )
+        else:
+            if queued:
+                log.info("start-up sweep queued jobs", extra={"jobs": queued})
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         heartbeat = ctx.pop(HEARTBEAT_KEY, None)
@@ -169,7 +218,7 @@ def build_worker(
             await runtime.engine.dispose()
         log.info("notify worker stopped")
 
-    return Worker(
+    return ResilientWorker(
         functions=job_functions(settings),
         cron_jobs=[
             cron(jobs.enqueue_due_digests, name="enqueue_due_digests", second=0),

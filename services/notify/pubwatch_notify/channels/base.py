@@ -51,6 +51,9 @@ class OutgoingEmail:
     text: str
     html: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # The message as it goes on the wire (what ``build_mime`` would make of the above),
+    # when the caller prepared it already; the SMTP channel then sends these bytes as is.
+    raw: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

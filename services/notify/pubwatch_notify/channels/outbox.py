@@ -72,7 +72,10 @@ class OutboxEmailChannel(_OutboxChannel):
         self._sender = sender
 
     async def send(self, message: OutgoingEmail) -> Sent:
-        return await self._store(EMAIL_SUFFIX, bytes(build_mime(message, self._sender)))
+        return await self._store(
+            EMAIL_SUFFIX,
+            message.raw if message.raw is not None else bytes(build_mime(message, self._sender)),
+        )
 
     async def __aenter__(self) -> OutboxEmailChannel:
         await self.open()

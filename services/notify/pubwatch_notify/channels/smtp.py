@@ -8,6 +8,7 @@ or ``smtps://...`` (TLS from the first byte, port 465 by default).
 from __future__ import annotations
 
 import logging
+from email.utils import parseaddr
 from types import TracebackType
 from typing import ClassVar
 from urllib.parse import unquote, urlsplit
@@ -45,6 +46,7 @@ class SmtpEmailChannel:
         self._username = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None
         self._sender = sender
+        self._envelope_sender = parseaddr(sender)[1]
         self._timeout_s = timeout_s
         self.max_per_second = max_per_second
         self.rate_key = f"smtp:{self._host}:{self._port}"
@@ -83,9 +85,16 @@ class SmtpEmailChannel:
         await self.open()
         client = self._client
         assert client is not None
-        mime = build_mime(message, self._sender)
+        raw = message.raw
         try:
-            await client.send_message(mime, recipients=[message.to])
+            if raw is not None:
+                # Prepared by the caller (plain ASCII addresses and headers): as is.
+                message_id = message.headers["Message-ID"]
+                await client.sendmail(self._envelope_sender, [message.to], raw)
+            else:
+                mime = build_mime(message, self._sender)
+                message_id = str(mime["Message-ID"])
+                await client.send_message(mime, recipients=[message.to])
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [refusal.code for refusal in exc.recipients]
             raise _classify(min(codes) if codes else 450, "recipient refused") from exc
@@ -97,7 +106,7 @@ class SmtpEmailChannel:
         except (aiosmtplib.SMTPException, OSError) as exc:
             await self._drop()
             raise TransientSendError(f"SMTP connection failed: {type(exc).__name__}") from exc
-        return Sent(provider_id=str(mime["Message-ID"]))
+        return Sent(provider_id=message_id)
 
     async def _drop(self) -> None:
         client, self._client = self._client, None

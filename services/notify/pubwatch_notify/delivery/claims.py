@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, bindparam, or_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from pubwatch_notify.store.models import Delivery, DeliveryStatus
 
@@ -74,29 +74,59 @@ async def claim(
     return claimed
 
 
-async def _update(session: AsyncSession, ids: Iterable[int], **values: Any) -> None:
+async def _update(
+    session: AsyncSession | AsyncConnection,
+    ids: Iterable[int],
+    _where: Any = None,
+    **values: Any,
+) -> None:
     id_list = list(ids)
     if id_list:
+        conditions = [Delivery.id.in_(id_list)]
+        if _where is not None:
+            conditions.append(_where)
         await session.execute(
             update(Delivery)
-            .where(Delivery.id.in_(id_list))
+            .where(*conditions)
             .values(**values)
             .execution_options(synchronize_session=False)
         )
 
 
-async def mark_sent(
-    session: AsyncSession, ids: Iterable[int], provider_id: str, message_key: str, now: datetime
-) -> None:
-    await _update(
-        session,
-        ids,
+# Built once: the statement run after every accepted message (SQLAlchemy then reuses its
+# compiled form instead of building and hashing a new statement each time).
+_MARK_SENT = (
+    update(Delivery)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+    .values(
         status=DeliveryStatus.SENT.value,
-        sent_at=now,
-        provider_id=provider_id[:100],
-        message_key=message_key[:100],
+        sent_at=bindparam("sent_at"),
+        provider_id=bindparam("provider_id"),
+        message_key=bindparam("message_key"),
         last_error=None,
     )
+    .execution_options(synchronize_session=False)
+)
+
+
+async def mark_sent(
+    session: AsyncSession | AsyncConnection,
+    ids: Iterable[int],
+    provider_id: str,
+    message_key: str,
+    now: datetime,
+) -> None:
+    id_list = list(ids)
+    if id_list:
+        await session.execute(
+            _MARK_SENT,
+            {
+                "ids": id_list,
+                "sent_at": now,
+                "provider_id": provider_id[:100],
+                "message_key": message_key[:100],
+            },
+        )
 
 
 async def release(
@@ -107,8 +137,11 @@ async def release(
     *,
     attempted: bool = False,
     not_before: datetime | None = None,
+    only_claimed: bool = False,
 ) -> None:
-    """Give claimed deliveries back (to ``queued`` or ``pending``) for a later try."""
+    """Give claimed deliveries back (to ``queued`` or ``pending``) for a later try.
+
+    ``only_claimed`` leaves alone any that is no longer ``sending`` (settled meanwhile)."""
     values: dict[str, Any] = {"status": status.value, "claimed_at": None}
     if reason is not None:
         values["last_error"] = reason[:_ERROR_CHARS]
@@ -116,7 +149,12 @@ async def release(
         values["attempts"] = Delivery.attempts + 1
     if not_before is not None:
         values["not_before"] = not_before
-    await _update(session, ids, **values)
+    if only_claimed:
+        await _update(
+            session, ids, _where=Delivery.status == DeliveryStatus.SENDING.value, **values
+        )
+    else:
+        await _update(session, ids, **values)
 
 
 async def mark_failed(session: AsyncSession, ids: Iterable[int], reason: str) -> None:

@@ -22,8 +22,13 @@ def held_job_id(subscription_id: int, not_before: datetime) -> str:
     return f"held:{subscription_id}:{int(not_before.timestamp())}"
 
 
-def sweep_job_id(minute: datetime, first_subscription_id: int) -> str:
-    return f"sweep:{minute:%Y%m%dT%H%M}:{first_subscription_id}"
+def sweep_job_id(run: str, first_subscription_id: int) -> str:
+    """``run`` names one sweep (its minute, or a worker's start)."""
+    return f"sweep:{run}:{first_subscription_id}"
+
+
+def unfanned_event_job_id(run: str, event_pk: int) -> str:
+    return f"refanout:{run}:{event_pk}"
 
 
 def digest_job_id(minute: datetime, first_subscription_id: int) -> str:

@@ -11,13 +11,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Sequence
-from datetime import timedelta
+import uuid
+from collections.abc import Coroutine, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from arq import Retry
+from arq.constants import job_key_prefix
 from sqlalchemy import select, update
 
 from pubwatch_notify.delivery import claims
@@ -35,6 +38,7 @@ from pubwatch_notify.delivery.job_names import (
     digest_job_id,
     event_page_job_id,
     sweep_job_id,
+    unfanned_event_job_id,
 )
 from pubwatch_notify.delivery.runtime import Runtime, runtime_from
 from pubwatch_notify.delivery.sender import (
@@ -43,9 +47,11 @@ from pubwatch_notify.delivery.sender import (
     SendOptions,
     advance_digest,
     backoff_s,
+    give_back_at_shutdown,
     group_by_subscription,
     load_recipients,
     stale_before,
+    uninterruptible,
 )
 from pubwatch_notify.store.models import (
     Channel,
@@ -56,7 +62,7 @@ from pubwatch_notify.store.models import (
     Subscription,
     SubscriptionStatus,
 )
-from pubwatch_shared.queue import NOTIFY_QUEUE
+from pubwatch_shared.queue import HANDLE_EVENT_JOB, NOTIFY_QUEUE, event_job_id
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,8 @@ SWEEP_BATCH_SIZE = 200
 SEND_JOB_SIZE = 250
 # A queued delivery younger than this still has its own job coming; the sweeper leaves it.
 ORPHAN_AFTER = timedelta(minutes=2)
+# A stored event not fanned out this long after it arrived had its job lost.
+UNFANNED_AFTER = timedelta(minutes=1)
 
 
 async def handle_event(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
@@ -148,43 +156,66 @@ async def send_event_page(
     runtime = runtime_from(ctx)
     now = runtime.clock()
     stale = stale_before(now, runtime.settings.send_job_timeout_s)
-    async with runtime.sessions.begin() as session:
-        claimed = await claims.claim(
-            session,
-            [
-                Delivery.event_id == event_pk,
-                Delivery.subscription_id > after_subscription_id,
-                Delivery.subscription_id <= last_subscription_id,
-            ],
-            now,
-            stale,
-        )
-        # An SMS subscriber's other due items (held by quiet hours or the cap) ride along
-        # in this message instead of costing another one.
-        sms_subscribers = sorted({d.subscription_id for d in claimed if d.channel == Channel.SMS})
-        if sms_subscribers:
-            claimed += await claims.claim(
+
+    async def claim_page() -> list[claims.ClaimedDelivery]:
+        async with runtime.sessions.begin() as session:
+            claimed = await claims.claim(
                 session,
                 [
-                    Delivery.subscription_id.in_(sms_subscribers),
-                    Delivery.channel == Channel.SMS.value,
+                    Delivery.event_id == event_pk,
+                    Delivery.subscription_id > after_subscription_id,
+                    Delivery.subscription_id <= last_subscription_id,
                 ],
                 now,
                 stale,
             )
+            # An SMS subscriber's other due items (held by quiet hours or the cap) ride
+            # along in this message instead of costing another one.
+            sms_subscribers = sorted(
+                {d.subscription_id for d in claimed if d.channel == Channel.SMS}
+            )
+            if sms_subscribers:
+                claimed += await claims.claim(
+                    session,
+                    [
+                        Delivery.subscription_id.in_(sms_subscribers),
+                        Delivery.channel == Channel.SMS.value,
+                    ],
+                    now,
+                    stale,
+                )
+        return claimed
+
+    claimed = await _claim(runtime, claim_page())
     return await _send_claimed(ctx, runtime, claimed, SendOptions())
+
+
+async def _claim(
+    runtime: Runtime, claiming: Coroutine[Any, Any, list[claims.ClaimedDelivery]]
+) -> list[claims.ClaimedDelivery]:
+    """Run a claim to its commit even when the job is cancelled meanwhile (at shutdown);
+    what it claimed is then handed straight back instead of waiting to go stale."""
+
+    async def hand_back(claimed: list[claims.ClaimedDelivery]) -> None:
+        await give_back_at_shutdown(runtime, claimed)
+
+    return await uninterruptible(claiming, on_cancelled=hand_back)
 
 
 async def send_to_subscriptions(ctx: dict[str, Any], subscription_ids: list[int]) -> dict[str, int]:
     runtime = runtime_from(ctx)
     now = runtime.clock()
-    async with runtime.sessions.begin() as session:
-        claimed = await claims.claim(
-            session,
-            [Delivery.subscription_id.in_(subscription_ids)],
-            now,
-            stale_before(now, runtime.settings.send_job_timeout_s),
-        )
+
+    async def claim_due() -> list[claims.ClaimedDelivery]:
+        async with runtime.sessions.begin() as session:
+            return await claims.claim(
+                session,
+                [Delivery.subscription_id.in_(subscription_ids)],
+                now,
+                stale_before(now, runtime.settings.send_job_timeout_s),
+            )
+
+    claimed = await _claim(runtime, claim_due())
     return await _send_claimed(ctx, runtime, claimed, SendOptions())
 
 
@@ -197,12 +228,18 @@ async def _send_claimed(
     if not claimed:
         return {"sent": 0}
     options.final_try = ctx.get("job_try", 1) >= runtime.settings.send_max_tries
-    async with runtime.sessions() as session:
-        recipients = await load_recipients(session, [d.subscription_id for d in claimed])
-    groups, orphans = group_by_subscription(claimed, recipients)
-    if orphans:
-        async with runtime.sessions.begin() as session:
-            await claims.mark_skipped(session, orphans, "subscription deleted")
+    try:
+        async with runtime.sessions() as session:
+            recipients = await load_recipients(session, [d.subscription_id for d in claimed])
+        groups, orphans = group_by_subscription(claimed, recipients)
+        if orphans:
+            async with runtime.sessions.begin() as session:
+                await claims.mark_skipped(session, orphans, "subscription deleted")
+    except asyncio.CancelledError:
+        # Shutting down before anything was sent: hand the claims back at once.
+        await asyncio.shield(give_back_at_shutdown(runtime, claimed, options.release_status))
+        raise
+    # From here the sender hands back what it does not send when cancelled.
     result = await BatchSender(runtime, options).send(groups)
     _retry_if_needed(ctx, runtime, result)
     return _summary(result)
@@ -334,10 +371,25 @@ async def enqueue_due_digests(ctx: dict[str, Any]) -> int:
 async def sweep(ctx: dict[str, Any]) -> int:
     """Cron, each minute: nothing waits forever.
 
-    Claims gone stale (their job died) go back to ``queued``; queued deliveries that are due
-    and have no job coming (held ones now due, or a lost job) get one.
+    Claims gone stale (their job died) go back to ``queued``, due at once; queued
+    deliveries that are due and have no job coming (held ones now due, ones a cancelled
+    job handed back, or a lost job's) get one; an event stored but never fanned out (its
+    ``handle_event`` was never queued, or gave up) is handed to ``handle_event`` again.
+    Returns the jobs queued.
     """
     runtime = runtime_from(ctx)
+    minute = runtime.clock().replace(second=0, microsecond=0)
+    return await sweep_now(runtime, f"{minute:%Y%m%dT%H%M}")
+
+
+async def recover_at_startup(runtime: Runtime) -> int:
+    """At worker start, what the sweeper would do, without waiting for its minute: a worker
+    restarted after a shutdown sends what the cancelled jobs handed back at once."""
+    return await sweep_now(runtime, f"start-{uuid.uuid4().hex[:12]}")
+
+
+async def sweep_now(runtime: Runtime, run: str) -> int:
+    """One sweep; ``run`` makes its job ids (the same run queues each job once)."""
     now = runtime.clock()
     async with runtime.sessions.begin() as session:
         await session.execute(
@@ -346,10 +398,16 @@ async def sweep(ctx: dict[str, Any]) -> int:
                 Delivery.status == DeliveryStatus.SENDING.value,
                 Delivery.claimed_at < stale_before(now, runtime.settings.send_job_timeout_s),
             )
-            .values(status=DeliveryStatus.QUEUED.value, claimed_at=None)
+            # Due now: queued again below in this same sweep, not two minutes later.
+            .values(status=DeliveryStatus.QUEUED.value, claimed_at=None, not_before=now)
             .execution_options(synchronize_session=False)
         )
-    minute = now.replace(second=0, microsecond=0)
+    jobs = await _queue_due_deliveries(runtime, now, run)
+    jobs += await _queue_unfanned_events(runtime, now, run)
+    return jobs
+
+
+async def _queue_due_deliveries(runtime: Runtime, now: datetime, run: str) -> int:
     after_id, jobs = 0, 0
     while True:
         async with runtime.sessions() as session:
@@ -375,8 +433,53 @@ async def sweep(ctx: dict[str, Any]) -> int:
         await runtime.redis.enqueue_job(
             SEND_TO_SUBSCRIPTIONS_JOB,
             ids,
-            _job_id=sweep_job_id(minute, ids[0]),
+            _job_id=sweep_job_id(run, ids[0]),
             _queue_name=NOTIFY_QUEUE,
         )
         jobs += 1
         after_id = ids[-1]
+
+
+async def _queue_unfanned_events(runtime: Runtime, now: datetime, run: str) -> int:
+    """``handle_event`` again for events stored over a minute ago and not fanned out yet.
+
+    Such an event was committed but its job never queued (Redis failed after the events
+    API's commit) or gave up. Its own job, when still queued or running, is left to finish;
+    otherwise a job with a fresh id is queued (the deterministic id may still have a result
+    kept, which would make the enqueue a no-op). ``handle_event`` is idempotent.
+    """
+    after_pk, jobs = 0, 0
+    while True:
+        async with runtime.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(StoredEvent.id, StoredEvent.payload)
+                    .where(
+                        StoredEvent.fanned_out_at.is_(None),
+                        StoredEvent.received_at < now - UNFANNED_AFTER,
+                        StoredEvent.id > after_pk,
+                    )
+                    .order_by(StoredEvent.id)
+                    .limit(SWEEP_BATCH_SIZE)
+                )
+            ).all()
+        if not rows:
+            return jobs
+        for event_pk, payload in rows:
+            try:
+                event = parse_event(payload)
+            except Exception:
+                log.exception("stored event cannot be parsed", extra={"event_pk": event_pk})
+                continue
+            if await runtime.redis.exists(job_key_prefix + event_job_id(event)):
+                continue  # its own job is queued or running
+            job = await runtime.redis.enqueue_job(
+                HANDLE_EVENT_JOB,
+                event.to_payload(),
+                _job_id=unfanned_event_job_id(run, event_pk),
+                _queue_name=NOTIFY_QUEUE,
+            )
+            if job is not None:
+                jobs += 1
+                log.info("event not fanned out, queued again", extra={"event_pk": event_pk})
+        after_pk = rows[-1][0]

@@ -6,6 +6,7 @@ next message that goes out.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -66,3 +67,34 @@ async def weekly_cap_release(
     # The window frees a place when the oldest message that keeps it full turns 7 days old.
     oldest_blocking: datetime = sent_times[len(sent_times) - cap]
     return oldest_blocking + CAP_WINDOW
+
+
+async def weekly_cap_releases(
+    session: AsyncSession, subscription_ids: Iterable[int], now: datetime, cap: int
+) -> dict[int, datetime]:
+    """``weekly_cap_release`` for many subscribers in one query, as of ``now``: only the
+    subscribers at the cap are in the result. A release time that has passed by the time a
+    message is about to go (the batch went on) means that subscriber is under the cap."""
+    ids = sorted(set(subscription_ids))
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Delivery.subscription_id, func.min(Delivery.sent_at))
+        .where(
+            Delivery.subscription_id.in_(ids),
+            Delivery.channel == Channel.SMS.value,
+            Delivery.status.in_((DeliveryStatus.SENT.value, DeliveryStatus.DELIVERED.value)),
+            Delivery.sent_at > now - CAP_WINDOW,
+        )
+        .group_by(Delivery.subscription_id, Delivery.message_key)
+    )
+    sent_times: dict[int, list[datetime]] = {}
+    for subscription_id, sent_at in rows:
+        if sent_at is not None:
+            sent_times.setdefault(subscription_id, []).append(sent_at)
+    releases: dict[int, datetime] = {}
+    for subscription_id, times in sent_times.items():
+        if len(times) >= cap:
+            times.sort()
+            releases[subscription_id] = times[len(times) - cap] + CAP_WINDOW
+    return releases

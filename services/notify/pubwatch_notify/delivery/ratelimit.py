@@ -24,6 +24,9 @@ return slot - now_us
 """
 
 KEY_PREFIX = "pubwatch:ratelimit:"
+# Slots a little wider than 1/rate: evenly spaced sends at exactly the limit let a provider's
+# sliding one-second window (timer jitter, clocks) now and then count limit + 1 (a 429).
+SPACING_MARGIN = 1.05
 
 
 class RateLimiter:
@@ -36,7 +39,7 @@ class RateLimiter:
             return
         # The key may name a sender (a phone number): store a digest, never the number.
         key = KEY_PREFIX + hashlib.sha256(rate_key.encode()).hexdigest()[:32]
-        interval_us = int(1_000_000 / max_per_second)
+        interval_us = int(1_000_000 * SPACING_MARGIN / max_per_second)
         now_us = int(time.time() * 1_000_000)
         wait_us = int(await self._script(keys=[key], args=[now_us, interval_us]))
         if wait_us > 0:

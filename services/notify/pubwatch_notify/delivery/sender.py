@@ -17,15 +17,17 @@ A batch goes out over one leased connection per channel. Per message:
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from pubwatch_notify.channels.base import (
     EmailChannel,
@@ -36,16 +38,18 @@ from pubwatch_notify.channels.base import (
     SmsChannel,
     TransientSendError,
 )
+from pubwatch_notify.channels.mime import WireTemplate
 from pubwatch_notify.delivery import claims
 from pubwatch_notify.delivery.claims import ClaimedDelivery
 from pubwatch_notify.delivery.compose import EventCache, compose
 from pubwatch_notify.delivery.job_names import SEND_TO_SUBSCRIPTIONS_JOB, held_job_id
-from pubwatch_notify.delivery.policy import quiet_hours_end, weekly_cap_release
+from pubwatch_notify.delivery.policy import quiet_hours_end, weekly_cap_releases
 from pubwatch_notify.delivery.runtime import Runtime
 from pubwatch_notify.messages.content import MessageContent
 from pubwatch_notify.messages.email import (
     EmailRecipient,
     RenderedBodies,
+    email_template,
     render_bodies,
     render_email,
 )
@@ -76,6 +80,57 @@ _OUTCOME_STATUS = {
 
 # (topic, channel, digest, sorted (event, item positions)): what a message's content is made of.
 ContentKey = tuple[str, str, str | None, tuple[tuple[int, tuple[int, ...]], ...]]
+# A content, and for email its rendered bodies and wire template, for SMS its text (the
+# same for every subscriber getting this content): made once per batch.
+_Prepared = tuple[MessageContent, RenderedBodies | None, WireTemplate | None, str | None]
+
+
+class _Outcome(enum.Enum):
+    SENT = "sent"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+# How long a cancelled job waits for its message in flight to be answered and recorded
+# (beyond the channel's own timeouts this only bounds a hung server).
+IN_FLIGHT_WAIT_S = 60.0
+
+_T = TypeVar("_T")
+
+
+async def uninterruptible(
+    work: Coroutine[Any, Any, _T],
+    on_cancelled: Callable[[_T], Awaitable[None]] | None = None,
+) -> _T:
+    """Run ``work`` to its end even when the caller is cancelled meanwhile.
+
+    On cancellation ``work`` is given up to :data:`IN_FLIGHT_WAIT_S` to finish (its result
+    is then handed to ``on_cancelled``, if given) and the cancellation goes on: a job
+    cancelled at shutdown stops between messages, never between a message accepted and its
+    ``sent`` record, nor between a claim committed and the job knowing what it claimed.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task}, timeout=IN_FLIGHT_WAIT_S)
+        if task.done():
+            if not task.cancelled() and task.exception() is not None:
+                log.warning(
+                    "work in flight at shutdown failed",
+                    extra={"error": repr(task.exception())},
+                )
+            elif not task.cancelled() and on_cancelled is not None:
+                await asyncio.shield(on_cancelled(task.result()))
+        else:
+            log.warning("work in flight at shutdown did not finish in time")
+            task.add_done_callback(_consume_outcome)
+        raise
+
+
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass(frozen=True)
@@ -181,23 +236,63 @@ class BatchSender:
         self.events = EventCache()
         # Content and rendered bodies per distinct (topic, items) within this batch: the
         # subscribers of one event mostly get the same message but for their own links.
-        self._contents: dict[ContentKey, tuple[MessageContent, RenderedBodies | None]] = {}
+        self._contents: dict[ContentKey, _Prepared] = {}
+        self._cap_releases: dict[int, datetime] = {}
+        # One pooled connection held for the batch's ``sent`` commits (no checkout, reset
+        # and checkin per message); no transaction stays open between messages.
+        self._sent_connection: AsyncConnection | None = None
 
     async def send(self, groups: list[Group]) -> BatchResult:
         result = BatchResult()
         if not groups:
             return result
-        async with self.runtime.sessions() as session:
-            await self.events.load(session, {d.event_pk for g in groups for d in g.deliveries})
         emails = [g for g in groups if g.recipient.channel == Channel.EMAIL.value]
         texts = [g for g in groups if g.recipient.channel == Channel.SMS.value]
-        if emails:
-            async with self.runtime.channels.email.lease() as email_channel:
-                result.add(await self._send_all(emails, email_channel, None))
-        if texts:
-            async with self.runtime.channels.sms.lease() as sms_channel:
-                result.add(await self._send_all(texts, None, sms_channel))
+        try:
+            async with self.runtime.sessions() as session:
+                await self.events.load(session, {d.event_pk for g in groups for d in g.deliveries})
+                if texts:
+                    # Who is at the weekly cap, for the whole batch in one query (not one per
+                    # message): a batch holds one message per subscriber.
+                    self._cap_releases = await weekly_cap_releases(
+                        session,
+                        [g.recipient.id for g in texts],
+                        self.runtime.clock(),
+                        self.settings.sms_weekly_cap,
+                    )
+        except asyncio.CancelledError:
+            give_back = self._give_back(
+                groups, BatchResult(), "worker shut down", not_before=self.runtime.clock()
+            )
+            await asyncio.shield(give_back)
+            raise
+        # Groups no ``_send_all`` has taken on yet: handed back here on cancellation.
+        untouched = list(groups)
+        try:
+            if emails:
+                async with self.runtime.channels.email.lease() as email_channel:
+                    untouched = texts
+                    result.add(await self._send_all(emails, email_channel, None))
+            if texts:
+                async with self.runtime.channels.sms.lease() as sms_channel:
+                    untouched = []
+                    result.add(await self._send_all(texts, None, sms_channel))
+        except asyncio.CancelledError:
+            give_back = self._give_back(
+                untouched, BatchResult(), "worker shut down", not_before=self.runtime.clock()
+            )
+            await asyncio.shield(give_back)
+            raise
+        finally:
+            connection, self._sent_connection = self._sent_connection, None
+            if connection is not None:
+                await asyncio.shield(connection.close())
         return result
+
+    async def _connection(self) -> AsyncConnection:
+        if self._sent_connection is None or self._sent_connection.closed:
+            self._sent_connection = await self.runtime.engine.connect()
+        return self._sent_connection
 
     async def _send_all(
         self,
@@ -212,6 +307,9 @@ class BatchSender:
         # Stop well before arq's job timeout would cancel us mid-message: the rest is given
         # back and the job continues as a fresh try.
         stop_at = time.monotonic() + TIME_BUDGET_SHARE * self.settings.send_job_timeout_s
+        # The group whose message may be on the wire (or whose outcome is being recorded):
+        # never handed back, it may have been accepted.
+        in_flight: Group | None = None
         try:
             while waiting:
                 if time.monotonic() > stop_at:
@@ -221,44 +319,65 @@ class BatchSender:
                     break
                 group = waiting[0]
                 now = self.runtime.clock()
-                message = await self._prepare(group, now, result)
+                # Deciding skip/hold writes to the store: done whole, even on cancellation.
+                message = await uninterruptible(self._prepare(group, now, result))
                 if message is None:
                     waiting.pop(0)
                     continue
                 await self.runtime.limiter.wait_for_slot(pool.rate_key, pool.max_per_second)
-                try:
-                    if isinstance(message, OutgoingEmail):
-                        assert email_channel is not None
-                        sent = await email_channel.send(message)
-                    else:
-                        assert sms_channel is not None
-                        sent = await sms_channel.send(message)
-                except TransientSendError as exc:
-                    waiting.pop(0)
-                    consecutive_transient += 1
-                    await self._transient(group, exc, result)
-                    if consecutive_transient >= self.settings.transient_failures_before_backoff:
-                        await self._give_back(waiting, result, exc.reason)
-                        waiting = []
-                    continue
-                except PermanentSendError as exc:
-                    waiting.pop(0)
-                    await self._permanent(group, exc, result)
-                    continue
+                # Send one message and record its outcome as one unit that a cancellation
+                # (SIGTERM) does not cut in two: a message the server accepted is always
+                # recorded ``sent``, so a shutdown never causes a second copy.
+                in_flight = group
+                outcome = await uninterruptible(
+                    self._attempt(group, message, email_channel, sms_channel, result)
+                )
+                in_flight = None
                 waiting.pop(0)
-                consecutive_transient = 0
-                await self._sent(group, sent.provider_id, message_key(group), result)
+                if outcome is _Outcome.SENT:
+                    consecutive_transient = 0
+                elif outcome is _Outcome.TRANSIENT:
+                    consecutive_transient += 1
+                    if consecutive_transient >= self.settings.transient_failures_before_backoff:
+                        await self._give_back(waiting, result, result.last_error)
+                        waiting = []
         except asyncio.CancelledError:
-            # Shutting down: hand back what was not tried yet so the re-queued job (or
-            # another worker) sends it without waiting for the claims to go stale. The
-            # message being sent at this moment, if any, stays claimed: it may be in flight.
-            untried = waiting[1:] if waiting else []
+            # Shutting down, between messages: hand back what was not tried yet so the
+            # re-queued job (or another worker) sends it at once instead of waiting for the
+            # claims to go stale. Only a message whose send outlived the in-flight wait stays
+            # claimed: it may have been accepted.
+            untried = [g for g in waiting if g is not in_flight]
             give_back = self._give_back(
                 untried, BatchResult(), "worker shut down", not_before=self.runtime.clock()
             )
             await asyncio.shield(give_back)
             raise
         return result
+
+    async def _attempt(
+        self,
+        group: Group,
+        message: OutgoingEmail | OutgoingSms,
+        email_channel: EmailChannel | None,
+        sms_channel: SmsChannel | None,
+        result: BatchResult,
+    ) -> _Outcome:
+        """Send one message and commit what became of it."""
+        try:
+            if isinstance(message, OutgoingEmail):
+                assert email_channel is not None
+                sent = await email_channel.send(message)
+            else:
+                assert sms_channel is not None
+                sent = await sms_channel.send(message)
+        except TransientSendError as exc:
+            await self._transient(group, exc, result)
+            return _Outcome.TRANSIENT
+        except PermanentSendError as exc:
+            await self._permanent(group, exc, result)
+            return _Outcome.PERMANENT
+        await self._sent(group, sent.provider_id, message_key(group), result)
+        return _Outcome.SENT
 
     async def _prepare(
         self, group: Group, now: datetime, result: BatchResult
@@ -270,7 +389,7 @@ class BatchSender:
                 await claims.mark_skipped(session, group.ids, f"subscription {recipient.status}")
             result.skipped += len(group.ids)
             return None
-        content, bodies = self._content(group)
+        content, bodies, template, sms_body = self._content(group)
         if content.is_empty:
             async with self.runtime.sessions.begin() as session:
                 await claims.mark_skipped(session, group.ids, "no items left to send")
@@ -285,7 +404,7 @@ class BatchSender:
                 return None
             return OutgoingSms(
                 to=recipient.address,
-                body=render_sms(content, self._sms_link(content)),
+                body=sms_body or render_sms(content, self._sms_link(content)),
                 status_callback=f"{self.settings.public_url}/webhooks/twilio/status",
             )
         return render_email(
@@ -296,9 +415,10 @@ class BatchSender:
             message_key=message_key(group),
             now=now,
             bodies=bodies,
+            template=template,
         )
 
-    def _content(self, group: Group) -> tuple[MessageContent, RenderedBodies | None]:
+    def _content(self, group: Group) -> _Prepared:
         recipient = group.recipient
         digest = recipient.frequency if self.options.digest else None
         key: ContentKey = (
@@ -316,12 +436,15 @@ class BatchSender:
                 self.runtime.topic_name(recipient.topic),
                 digest=digest,
             )
-            bodies = None
+            bodies, template, sms_body = None, None, None
             if recipient.channel == Channel.EMAIL.value and not content.is_empty:
                 bodies = render_bodies(content, self.runtime.links)
+                template = email_template(content, bodies, self.settings.email_from)
             if len(self._contents) >= RENDER_CACHE_SIZE:
                 self._contents.clear()
-            cached = self._contents[key] = (content, bodies)
+            if recipient.channel == Channel.SMS.value and not content.is_empty:
+                sms_body = render_sms(content, self._sms_link(content))
+            cached = self._contents[key] = (content, bodies, template, sms_body)
         return cached
 
     def _sms_link(self, content: MessageContent) -> str:
@@ -337,8 +460,8 @@ class BatchSender:
         )
         if quiet_end is not None:
             return quiet_end
-        async with self.runtime.sessions() as session:
-            return await weekly_cap_release(session, recipient.id, now, settings.sms_weekly_cap)
+        release = self._cap_releases.get(recipient.id)
+        return release if release is not None and release > now else None
 
     async def _hold(self, group: Group, until: datetime, now: datetime) -> None:
         # Held items wait as queued deliveries: whichever message goes out next for this
@@ -360,9 +483,16 @@ class BatchSender:
 
     async def _sent(self, group: Group, provider_id: str, key: str, result: BatchResult) -> None:
         now = self.runtime.clock()
-        async with self.runtime.sessions.begin() as session:
-            await claims.mark_sent(session, group.ids, provider_id, key, now)
-            await self._after_group(session, group, now)
+        if self.options.digest:
+            async with self.runtime.sessions.begin() as session:
+                await claims.mark_sent(session, group.ids, provider_id, key, now)
+                await self._after_group(session, group, now)
+        else:
+            # The hot path: one small Core UPDATE on a connection, committed before the
+            # next message goes out (no ORM session per message).
+            connection = await self._connection()
+            async with connection.begin():
+                await claims.mark_sent(connection, group.ids, provider_id, key, now)
         result.sent += len(group.ids)
 
     async def _transient(self, group: Group, exc: TransientSendError, result: BatchResult) -> None:
@@ -424,7 +554,12 @@ class BatchSender:
             return
         async with self.runtime.sessions.begin() as session:
             await claims.release(
-                session, ids, self.options.release_status, reason, not_before=not_before
+                session,
+                ids,
+                self.options.release_status,
+                reason,
+                not_before=not_before,
+                only_claimed=True,
             )
         result.retry_later += len(ids)
 
@@ -432,6 +567,27 @@ class BatchSender:
         """In the transaction that settles a digest's deliveries, move its schedule on."""
         if self.options.digest:
             await advance_digest(session, group.recipient, now)
+
+
+async def give_back_at_shutdown(
+    runtime: Runtime,
+    claimed: Sequence[ClaimedDelivery],
+    status: DeliveryStatus = DeliveryStatus.QUEUED,
+) -> None:
+    """Hand back claimed deliveries a cancelled job will not send (those still ``sending``),
+    due at once for whichever job or worker runs next."""
+    ids = [delivery.id for delivery in claimed]
+    if not ids:
+        return
+    async with runtime.sessions.begin() as session:
+        await claims.release(
+            session,
+            ids,
+            status,
+            "worker shut down",
+            not_before=runtime.clock(),
+            only_claimed=True,
+        )
 
 
 async def advance_digest(session: AsyncSession, recipient: Recipient, now: datetime) -> None:

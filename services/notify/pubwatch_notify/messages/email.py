@@ -6,6 +6,7 @@ The headers make the message behave as bulk mail should (RFC 2369, RFC 8058): ``
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -15,6 +16,7 @@ from urllib.parse import quote
 from markupsafe import escape
 
 from pubwatch_notify.channels.base import OutgoingEmail
+from pubwatch_notify.channels.mime import WireTemplate, build_template
 from pubwatch_notify.links import Links
 from pubwatch_notify.messages.content import MessageContent
 from pubwatch_notify.messages.levels import level_label
@@ -33,8 +35,13 @@ class EmailRecipient:
     address: str
 
 
+@functools.lru_cache(maxsize=16)
+def sender_address(email_from: str) -> str:
+    return parseaddr(email_from)[1]
+
+
 def sender_domain(email_from: str) -> str:
-    address = parseaddr(email_from)[1]
+    address = sender_address(email_from)
     return address.rpartition("@")[2] or "pubwatch.localhost"
 
 
@@ -88,6 +95,38 @@ def render_bodies(content: MessageContent, links: Links) -> RenderedBodies:
     return RenderedBodies(email_subject(content), text, html)
 
 
+@functools.lru_cache(maxsize=64)
+def _list_id_for(topic_slug: str, topic_name: str, domain: str) -> str:
+    list_address = Address(addr_spec=f"{topic_slug}.alerts@{domain}")
+    return f"PubWatch {topic_name} <{list_address.addr_spec.replace('@', '.')}>"
+
+
+def _list_id(content: MessageContent, domain: str) -> str:
+    return _list_id_for(content.topic_slug, content.topic_name, domain)
+
+
+def email_template(
+    content: MessageContent, bodies: RenderedBodies, email_from: str
+) -> WireTemplate:
+    """The wire form of every subscriber's copy of this content, with their address,
+    Message-ID, Date and links left as slots (headers in ``render_email``'s order)."""
+    domain = sender_domain(email_from)
+    return build_template(
+        email_from,
+        bodies.subject,
+        [
+            ("Message-ID", None),
+            ("Date", None),
+            ("List-Id", _list_id(content, domain)),
+            ("List-Unsubscribe", None),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            ("Auto-Submitted", "auto-generated"),
+        ],
+        [("plain", bodies.text), ("html", bodies.html)],
+        [_UNSUBSCRIBE_MARK, _PREFERENCES_MARK],
+    )
+
+
 def render_email(
     content: MessageContent,
     recipient: EmailRecipient,
@@ -97,31 +136,49 @@ def render_email(
     message_key: str,
     now: datetime,
     bodies: RenderedBodies | None = None,
+    template: WireTemplate | None = None,
 ) -> OutgoingEmail:
     """One subscriber's message. ``bodies``: ``render_bodies(content, links)`` made once
-    for every subscriber getting the same content; only their links are filled in here."""
+    for every subscriber getting the same content; only their links are filled in here.
+    ``template``: ``email_template(content, bodies, email_from)``, also made once: the
+    message then carries its wire bytes, filled in without the email package."""
     if bodies is None:
         bodies = render_bodies(content, links)
     domain = sender_domain(email_from)
     unsubscribe_url = links.unsubscribe(recipient.subscription_id, recipient.token_version)
     preferences_url = links.preferences(recipient.subscription_id, recipient.token_version)
     token = unsubscribe_url.rsplit("/", 1)[1]
-    mailto = f"mailto:{parseaddr(email_from)[1]}?subject={quote('unsubscribe ' + token)}"
+    mailto = f"mailto:{sender_address(email_from)}?subject={quote('unsubscribe ' + token)}"
+    unsubscribe_html = str(escape(unsubscribe_url))
+    preferences_html = str(escape(preferences_url))
     text = bodies.text.replace(_UNSUBSCRIBE_MARK, unsubscribe_url).replace(
         _PREFERENCES_MARK, preferences_url
     )
-    html = bodies.html.replace(_UNSUBSCRIBE_MARK, str(escape(unsubscribe_url))).replace(
-        _PREFERENCES_MARK, str(escape(preferences_url))
+    html = bodies.html.replace(_UNSUBSCRIBE_MARK, unsubscribe_html).replace(
+        _PREFERENCES_MARK, preferences_html
     )
-    list_address = Address(addr_spec=f"{content.topic_slug}.alerts@{domain}")
     headers = {
         "Message-ID": f"<{message_key}@{domain}>",
         "Date": format_datetime(now),
-        "List-Id": f"PubWatch {content.topic_name} <{list_address.addr_spec.replace('@', '.')}>",
+        "List-Id": _list_id(content, domain),
         "List-Unsubscribe": f"<{unsubscribe_url}>, <{mailto}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "Auto-Submitted": "auto-generated",
     }
+    raw = None
+    if template is not None:
+        raw = template.fill(
+            {**headers, "To": recipient.address},
+            [
+                {_UNSUBSCRIBE_MARK: unsubscribe_url, _PREFERENCES_MARK: preferences_url},
+                {_UNSUBSCRIBE_MARK: unsubscribe_html, _PREFERENCES_MARK: preferences_html},
+            ],
+        )
     return OutgoingEmail(
-        to=recipient.address, subject=bodies.subject, text=text, html=html, headers=headers
+        to=recipient.address,
+        subject=bodies.subject,
+        text=text,
+        html=html,
+        headers=headers,
+        raw=raw,
     )
