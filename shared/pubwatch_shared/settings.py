@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,7 @@ class CommonSettings(BaseSettings):
                 "must start with redis://, rediss:// or unix:// "
                 f"(got a value starting with {value.split(':', 1)[0]!r})"
             )
+        check_url_port(value)
         return value
 
     @field_validator("log_format")
@@ -51,6 +53,17 @@ class CommonSettings(BaseSettings):
 
 
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
+
+def check_url_port(url: str) -> None:
+    """Refuse a URL whose port is not a number from 1 to 65535 (``host:abc``), which would
+    otherwise fail later, deep in a client library, with a traceback."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        raise ValueError("has a port that is not a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError("has a port that is not a number from 1 to 65535")
 
 
 def settings_error_lines(exc: ValidationError) -> list[str]:
