@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.plots import draw
+
 BENCHMARKS = {
     "ingest": "benchmarks.ingest_cycle",
     "events_api": "benchmarks.events_api",
@@ -35,6 +37,41 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
     }
+
+
+def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(benchmark, figure, PubWatch, baseline / ratio) rows for the summary table."""
+    rows: list[tuple[str, str, str, str]] = []
+    bench = results["benchmarks"]
+    for channel, key in (("fanout_email", "sizes"), ("fanout_sms", "unlimited")):
+        for count, fig in bench.get(channel, {}).get(key, {}).items():
+            rows.append(
+                (
+                    channel,
+                    f"{int(count):,} subscribers",
+                    f"{fig['notify']['deliveries_per_s']}/s, "
+                    f"{fig['notify'].get('worker_peak_rss_mb', '?')} MB",
+                    f"plain {fig['plain_loop']['deliveries_per_s']}/s, ratio {fig['ratio']}",
+                )
+            )
+    for cycle in ("baseline_cycle", "new_articles_cycle"):
+        fig = bench.get("ingest", {}).get(cycle)
+        if fig:
+            rows.append(("ingest", cycle, json.dumps(fig)[:60], ""))
+    for name, fig in bench.get("events_api", {}).items():
+        if isinstance(fig, dict) and "accepted_per_s" in fig:
+            rows.append(
+                ("events_api", name, f"{fig['accepted_per_s']}/s", f"p99 {fig['p99_ms']} ms")
+            )
+    return rows
+
+
+def print_table(results: dict[str, Any]) -> None:
+    for row in _rows(results):
+        print(f"{row[0]:<14} {row[1]:<22} {row[2]:<40} {row[3]}")
+    for name, fig in results["benchmarks"].items():
+        if "error" in fig:
+            print(f"{name:<14} FAILED: {fig['error']}")
 
 
 def main() -> int:
@@ -67,9 +104,13 @@ def main() -> int:
             print(f"{name}: FAILED: {exc}", file=sys.stderr)
         figures["elapsed_s"] = round(time.monotonic() - started, 1)
         results["benchmarks"][name] = figures
-    RESULTS_FILE.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(json.dumps(results["benchmarks"], indent=2, default=str))
+    # JSON keys are strings; round-trip so the plots read what the file holds.
+    results = json.loads(json.dumps(results, default=str))
+    RESULTS_FILE.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
     print(f"wrote {RESULTS_FILE}")
+    for path in draw(results):
+        print(f"wrote {path}")
     return 1 if failed else 0
 
 
