@@ -464,7 +464,8 @@ def _abort_connection(receive: Receive) -> bool:
     a load balancer dropping the connection would.
     """
     transport = getattr(getattr(receive, "__self__", None), "transport", None)
-    if not isinstance(transport, asyncio.Transport):
+    # Duck-typed: uvloop's transports are not asyncio.Transport subclasses.
+    if transport is None or not callable(getattr(transport, "abort", None)):
         return False
     sock = transport.get_extra_info("socket")
     if sock is not None:
