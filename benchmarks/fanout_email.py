@@ -9,88 +9,44 @@ and the notify worker's peak RSS (psutil) at each size.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import hashlib
-import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-import psutil
-from arq import create_pool
-from sqlalchemy import insert
 
-from pubwatch_notify.store.engine import make_engine
-from pubwatch_notify.store.migrate import upgrade_to_head
-from pubwatch_notify.store.models import Subscription
-from pubwatch_shared.embedded_redis import RedisServer
-from pubwatch_shared.queue import deserialize, enqueue_event, redis_settings, serialize
-from tests.notify.delivery.helpers import REPO_ROOT, TOPIC, article, make_event
-
-CONNECTIONS = 4
-WORKER_CODE = (
-    "from pubwatch_notify.settings import NotifySettings\n"
-    "from pubwatch_notify.worker import run_worker\n"
-    "raise SystemExit(run_worker(NotifySettings()))\n"
+from benchmarks import fanout_common
+from benchmarks.fanout_common import (
+    CONNECTIONS,
+    _get,
+    _post,
+    compared,
+    fan_out,
+    percentile,
+    rss_mb,
+    start_process,
+    terminating,
+    worker_env,
 )
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - local sink
-        return json.loads(response.read())
-
-
-def _post(url: str) -> None:
-    request = urllib.request.Request(url, method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=30):  # noqa: S310
-        pass
+from pubwatch_shared.embedded_redis import RedisServer
 
 
 def start_sink() -> tuple[subprocess.Popen[str], str, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.smtp", "--port", "0", "--control-port", "0"],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+    process, (smtp_url, control_url) = start_process(
+        [sys.executable, "-m", "tests.fakes.smtp", "--port", "0", "--control-port", "0"], 2
     )
-    assert process.stdout is not None
-    smtp_url = process.stdout.readline().strip()
-    control_url = process.stdout.readline().strip().rstrip("/")
-    return process, smtp_url, control_url
+    return process, smtp_url, control_url.rstrip("/")
 
 
 async def seed(database_url: str, count: int) -> None:
-    engine = make_engine(database_url)
-    await upgrade_to_head(engine)
-    now = datetime.now(UTC)
-    async with engine.begin() as connection:
-        for start in range(0, count, 5000):
-            rows = [
-                {
-                    "topic": TOPIC,
-                    "channel": "email",
-                    "address": f"bench{n}@example.org",
-                    "address_hash": hashlib.sha256(f"bench{n}".encode()).hexdigest(),
-                    "status": "confirmed",
-                    "frequency": "immediate",
-                    "min_level": "other",
-                    "timezone": "UTC",
-                    "token_version": 1,
-                    "created_at": now,
-                }
-                for n in range(start, min(start + 5000, count))
-            ]
-            await connection.execute(insert(Subscription), rows)
-    await engine.dispose()
+    await fanout_common.seed(
+        database_url, count, "email", lambda n: f"bench{n}@example.org", lambda n: f"bench{n}"
+    )
 
 
 def wait_for_accepted(control_url: str, count: int, timeout_s: float) -> dict[str, Any]:
@@ -110,57 +66,31 @@ def latencies_s(control_url: str, count: int, started_wall: float) -> list[float
     return values
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
-
-
 async def notify_run(
     count: int, smtp_url: str, control_url: str, redis_url: str, work: Path
 ) -> dict[str, Any]:
     database_url = f"sqlite:///{work / f'bench{count}.db'}"
     await seed(database_url, count)
-    env = {
-        **os.environ,
-        "PUBWATCH_DATABASE_URL": database_url,
-        "PUBWATCH_REDIS_URL": redis_url,
-        "PUBWATCH_SMTP_URL": smtp_url,
-        "PUBWATCH_VAR_DIR": str(work / "var"),
-        "PUBWATCH_TOPICS_FILE": str(REPO_ROOT / "topics.toml"),
-        "PUBWATCH_WORKER_MAX_JOBS": str(CONNECTIONS),
-        "PUBWATCH_LOG_LEVEL": "WARNING",
-    }
-    worker = subprocess.Popen([sys.executable, "-c", WORKER_CODE], env=env, cwd=REPO_ROOT)
-    peak_rss = 0
-    try:
-        pool = await create_pool(
-            redis_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize
-        )
-        _post(f"{control_url}/reset")
-        await asyncio.sleep(2)  # worker start-up is not part of the fan-out
-        started_wall = time.time()
-        await enqueue_event(pool, make_event(f"bench-{count}", [article("9999", "rct")]))
-        await pool.aclose()
-        deadline = time.monotonic() + 3600
-        process = psutil.Process(worker.pid)
-        while time.monotonic() < deadline:
-            peak_rss = max(peak_rss, process.memory_info().rss)
-            if _get(f"{control_url}/stats")["accepted"] >= count:
-                break
-            await asyncio.sleep(0.2)
-        stats = _get(f"{control_url}/stats")
-    finally:
-        worker.terminate()
-        worker.wait(60)
-    elapsed_s = stats["last_received_at"] - started_wall
-    lat = latencies_s(control_url, count, started_wall)
+    env = worker_env(database_url, redis_url, work, {"PUBWATCH_SMTP_URL": smtp_url})
+    run = await fan_out(
+        env,
+        redis_url,
+        f"bench-{count}",
+        count,
+        reset_url=f"{control_url}/reset",
+        stats_url=f"{control_url}/stats",
+        poll_s=0.2,
+    )
+    stats = run.stats
+    elapsed_s = stats["last_received_at"] - run.started_wall
+    lat = latencies_s(control_url, count, run.started_wall)
     return {
         "delivered": stats["accepted"],
         "duplicates": stats["recipients"]["more_than_one"],
         "deliveries_per_s": round(stats["accepted"] / elapsed_s, 1),
         "p50_s": round(percentile(lat, 0.5), 2),
         "p99_s": round(percentile(lat, 0.99), 2),
-        "worker_peak_rss_mb": round(peak_rss / 2**20, 1),
+        "worker_peak_rss_mb": rss_mb(run.peak_rss),
     }
 
 
@@ -193,19 +123,11 @@ async def run_async(quick: bool, sizes: list[int] | None = None) -> dict[str, An
     sink, smtp_url, control_url = start_sink()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        with RedisServer(work / "redis") as redis_server:
-            try:
-                for count in sizes:
-                    notify = await notify_run(count, smtp_url, control_url, redis_server.url, work)
-                    plain = await plain_loop_run(count, smtp_url, control_url)
-                    results["sizes"][count] = {
-                        "notify": notify,
-                        "plain_loop": plain,
-                        "ratio": round(notify["deliveries_per_s"] / plain["deliveries_per_s"], 2),
-                    }
-            finally:
-                sink.terminate()
-                sink.wait(30)
+        with RedisServer(work / "redis") as redis_server, terminating(sink):
+            for count in sizes:
+                notify = await notify_run(count, smtp_url, control_url, redis_server.url, work)
+                plain = await plain_loop_run(count, smtp_url, control_url)
+                results["sizes"][count] = compared(notify, plain)
     return results
 
 
@@ -214,15 +136,7 @@ def run(quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="1,000 and 5,000 instead of 10k/100k")
-    parser.add_argument(
-        "--sizes",
-        type=lambda text: [int(size) for size in text.split(",")],
-        help="subscriber counts to run instead, comma-separated (e.g. 10000)",
-    )
-    args = parser.parse_args()
-    print(json.dumps(run(args.quick, args.sizes), indent=2))
+    fanout_common.main(__doc__, "1,000 and 5,000 instead of 10k/100k", run)
 
 
 if __name__ == "__main__":

@@ -15,32 +15,29 @@ Two parts:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import hashlib
-import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
-from arq import create_pool
-from sqlalchemy import insert
 
-from benchmarks.fanout_email import CONNECTIONS, WORKER_CODE, _get, _post
-from pubwatch_notify.store.engine import make_engine
-from pubwatch_notify.store.migrate import upgrade_to_head
-from pubwatch_notify.store.models import Subscription
+from benchmarks import fanout_common
+from benchmarks.fanout_common import (
+    CONNECTIONS,
+    _post,
+    compared,
+    fan_out,
+    rss_mb,
+    start_process,
+    terminating,
+    worker_env,
+)
 from pubwatch_shared.embedded_redis import RedisServer
-from pubwatch_shared.queue import deserialize, enqueue_event, redis_settings, serialize
 from tests.fakes.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
-from tests.notify.delivery.helpers import REPO_ROOT, TOPIC, article, make_event
 
 SENDER = "+15005550006"
 MPS_LIMIT = 20.0
@@ -51,9 +48,8 @@ def start_fake(mps_limit: float | None) -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "tests.fakes.twilio", "--port", "0"]
     if mps_limit:
         command += ["--mps-limit", str(mps_limit)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    return process, process.stdout.readline().strip().rstrip("/")
+    process, (api_url,) = start_process(command, 1)
+    return process, api_url.rstrip("/")
 
 
 def phone(n: int) -> str:
@@ -61,28 +57,7 @@ def phone(n: int) -> str:
 
 
 async def seed(database_url: str, count: int) -> None:
-    engine = make_engine(database_url)
-    await upgrade_to_head(engine)
-    now = datetime.now(UTC)
-    async with engine.begin() as connection:
-        for start in range(0, count, 5000):
-            rows = [
-                {
-                    "topic": TOPIC,
-                    "channel": "sms",
-                    "address": phone(n),
-                    "address_hash": hashlib.sha256(phone(n).encode()).hexdigest(),
-                    "status": "confirmed",
-                    "frequency": "immediate",
-                    "min_level": "other",
-                    "timezone": "UTC",
-                    "token_version": 1,
-                    "created_at": now,
-                }
-                for n in range(start, min(start + 5000, count))
-            ]
-            await connection.execute(insert(Subscription), rows)
-    await engine.dispose()
+    await fanout_common.seed(database_url, count, "sms", phone, phone)
 
 
 async def notify_run(
@@ -90,53 +65,38 @@ async def notify_run(
 ) -> dict[str, Any]:
     database_url = f"sqlite:///{work / f'sms-{name}-{count}.db'}"
     await seed(database_url, count)
-    env = {
-        **os.environ,
-        "PUBWATCH_DATABASE_URL": database_url,
-        "PUBWATCH_REDIS_URL": redis_url,
-        "PUBWATCH_VAR_DIR": str(work / "var"),
-        "PUBWATCH_TOPICS_FILE": str(REPO_ROOT / "topics.toml"),
-        "PUBWATCH_WORKER_MAX_JOBS": str(CONNECTIONS),
-        "PUBWATCH_LOG_LEVEL": "WARNING",
-        "PUBWATCH_TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
-        "PUBWATCH_TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
-        "PUBWATCH_TWILIO_API_URL": api_url,
-        "PUBWATCH_TWILIO_FROM": SENDER,
-        "PUBWATCH_TWILIO_MAX_PER_SECOND": str(mps_limit or 0),
-        # No quiet hours (start == end) so that nothing is held whatever the time of day.
-        "PUBWATCH_SMS_QUIET_START_HOUR": "0",
-        "PUBWATCH_SMS_QUIET_END_HOUR": "0",
-    }
-    worker = subprocess.Popen([sys.executable, "-c", WORKER_CODE], env=env, cwd=REPO_ROOT)
-    peak_rss = 0
-    try:
-        pool = await create_pool(
-            redis_settings(redis_url), job_serializer=serialize, job_deserializer=deserialize
-        )
-        _post(f"{api_url}/_fake/reset")
-        await asyncio.sleep(2)  # worker start-up is not part of the fan-out
-        started = time.monotonic()
-        await enqueue_event(pool, make_event(f"sms-{name}-{count}", [article("9999", "rct")]))
-        await pool.aclose()
-        deadline = time.monotonic() + 3600
-        process = psutil.Process(worker.pid)
-        while time.monotonic() < deadline:
-            peak_rss = max(peak_rss, process.memory_info().rss)
-            if _get(f"{api_url}/_fake/stats")["accepted"] >= count:
-                break
-            await asyncio.sleep(0.1)
-        elapsed_s = time.monotonic() - started
-        stats = _get(f"{api_url}/_fake/stats")
-    finally:
-        worker.terminate()
-        worker.wait(60)
+    env = worker_env(
+        database_url,
+        redis_url,
+        work,
+        {
+            "PUBWATCH_TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+            "PUBWATCH_TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
+            "PUBWATCH_TWILIO_API_URL": api_url,
+            "PUBWATCH_TWILIO_FROM": SENDER,
+            "PUBWATCH_TWILIO_MAX_PER_SECOND": str(mps_limit or 0),
+            # No quiet hours (start == end) so that nothing is held whatever the time of day.
+            "PUBWATCH_SMS_QUIET_START_HOUR": "0",
+            "PUBWATCH_SMS_QUIET_END_HOUR": "0",
+        },
+    )
+    run = await fan_out(
+        env,
+        redis_url,
+        f"sms-{name}-{count}",
+        count,
+        reset_url=f"{api_url}/_fake/reset",
+        stats_url=f"{api_url}/_fake/stats",
+        poll_s=0.1,
+    )
+    stats = run.stats
     return {
         "delivered": stats["accepted"],
         "requests": stats["requests"],
         "rejected": stats["rejected"],
-        "deliveries_per_s": round(stats["accepted"] / elapsed_s, 1),
+        "deliveries_per_s": round(stats["accepted"] / run.elapsed_s, 1),
         "max_per_second": stats["max_per_second"],
-        "worker_peak_rss_mb": round(peak_rss / 2**20, 1),
+        "worker_peak_rss_mb": rss_mb(run.peak_rss),
     }
 
 
@@ -184,28 +144,18 @@ async def run_async(quick: bool, sizes: list[int] | None = None) -> dict[str, An
         work = Path(tmp)
         with RedisServer(work / "redis") as redis_server:
             fake, api_url = start_fake(None)
-            try:
+            with terminating(fake):
                 for count in sizes:
                     notify = await notify_run(
                         "unlimited", count, api_url, None, redis_server.url, work
                     )
                     plain = await plain_loop_run(count, api_url)
-                    results["unlimited"][count] = {
-                        "notify": notify,
-                        "plain_loop": plain,
-                        "ratio": round(notify["deliveries_per_s"] / plain["deliveries_per_s"], 2),
-                    }
-            finally:
-                fake.terminate()
-                fake.wait(30)
+                    results["unlimited"][count] = compared(notify, plain)
             fake, api_url = start_fake(MPS_LIMIT)
-            try:
+            with terminating(fake):
                 notify = await notify_run(
                     "limited", limited_count, api_url, MPS_LIMIT, redis_server.url, work
                 )
-            finally:
-                fake.terminate()
-                fake.wait(30)
             peak = max(notify["max_per_second"].values(), default=0)
             results["limited"] = {
                 "mps_limit": MPS_LIMIT,
@@ -224,15 +174,7 @@ def run(quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="500 and 2,000 instead of 10k/100k")
-    parser.add_argument(
-        "--sizes",
-        type=lambda text: [int(size) for size in text.split(",")],
-        help="subscriber counts to run instead, comma-separated (e.g. 10000)",
-    )
-    args = parser.parse_args()
-    print(json.dumps(run(args.quick, args.sizes), indent=2))
+    fanout_common.main(__doc__, "500 and 2,000 instead of 10k/100k", run)
 
 
 if __name__ == "__main__":

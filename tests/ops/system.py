@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,10 @@ from sqlalchemy.orm import Session
 
 from pubwatch_notify.store.models import Delivery, Subscription
 from pubwatch_notify.subscriptions.addresses import address_hash
+from pubwatch_shared.embedded_redis import free_port
 from pubwatch_shared.events import EXAMPLE_EVENT
 from tests.conftest import POSTGRES_URL_ENV
-from tests.e2e.processes import REPO_ROOT, pubwatch_command
+from tests.e2e.processes import REPO_ROOT, pubwatch_command, run_command
 
 SECRET = "ops-system-secret-key-long-enough-for-production"
 API_CLIENT = "trialwatch"
@@ -109,6 +111,13 @@ def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {API_KEY}"}
 
 
+def post_event(base_url: str, event_id: str, timeout: float = 30) -> httpx.Response:
+    """``POST /v1/events`` with the example event as ``event_id``, as the API client."""
+    return httpx.post(
+        f"{base_url}/v1/events", json=event_body(event_id), headers=auth(), timeout=timeout
+    )
+
+
 def system_env(
     tmp_path: Path, *, redis_url: str, database_url: str, smtp_url: str, port: int, **more: str
 ) -> dict[str, str]:
@@ -131,6 +140,42 @@ def system_env(
     }
     settings.update(more)
     return base_env(**settings)
+
+
+@dataclass
+class System:
+    """Where a system test's processes run: their environment, database and API."""
+
+    env: dict[str, str]
+    database_url: str
+    base_url: str
+
+
+def migrated_system(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    *,
+    redis_url: str,
+    smtp_url: str,
+    subscribers: list[str],
+    **more: str,
+) -> System:
+    """The environment for the processes (``more`` as in :func:`system_env`) on a free
+    port, the database migrated with ``pubwatch notify migrate`` and ``subscribers`` added
+    to ``TOPIC`` as confirmed email subscribers."""
+    database_url = database_url_for(request, tmp_path)
+    port = free_port()
+    env = system_env(
+        tmp_path,
+        redis_url=redis_url,
+        database_url=database_url,
+        smtp_url=smtp_url,
+        port=port,
+        **more,
+    )
+    run_command(env, "notify", "migrate")
+    add_email_subscribers(database_url, TOPIC, subscribers)
+    return System(env, database_url, f"http://127.0.0.1:{port}")
 
 
 class Process:
@@ -201,6 +246,15 @@ def start(
     process = Process(env, args, log_dir / f"{name}.log")
     started.append(process)
     return process
+
+
+def start_api_and_worker(
+    started: list[Process], env: dict[str, str], log_dir: Path, worker_name: str = "worker"
+) -> tuple[Process, Process]:
+    """``pubwatch notify api`` (logged as ``api``) and one ``pubwatch notify worker``."""
+    api = start(started, env, "notify", "api", log_dir=log_dir, name="api")
+    worker = start(started, env, "notify", "worker", log_dir=log_dir, name=worker_name)
+    return api, worker
 
 
 def wait_until(condition: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> None:

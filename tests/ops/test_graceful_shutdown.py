@@ -13,23 +13,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
-from pubwatch_shared.embedded_redis import free_port
-from tests.e2e.processes import run_command
 from tests.fakes.smtp import SmtpSink
 from tests.ops.system import (
     GRACE_S,
-    TOPIC,
-    add_email_subscribers,
-    auth,
-    database_url_for,
     delivery_statuses,
-    event_body,
+    migrated_system,
+    post_event,
     processes,
     start,
-    system_env,
+    start_api_and_worker,
     wait_ready,
     wait_until,
 )
@@ -43,35 +37,26 @@ MAX_JOBS = 4
 def test_sigterm_mid_fan_out_exits_cleanly_and_leaves_nothing_half_sent(
     request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, smtp_sink: SmtpSink
 ) -> None:
-    database_url = database_url_for(request, tmp_path)
-    port = free_port()
-    env = system_env(
+    addresses = [f"term{n:05d}@example.org" for n in range(SUBSCRIBERS)]
+    system = migrated_system(
+        request,
         tmp_path,
         redis_url=redis_url,
-        database_url=database_url,
         smtp_url=smtp_sink.url,
-        port=port,
+        subscribers=addresses,
         worker_max_jobs=str(MAX_JOBS),
         shutdown_grace_s="2",
         # A claim left by a cancelled job is stale (claimable again) after this long.
         send_job_timeout_s="8",
     )
-    run_command(env, "notify", "migrate")
-    addresses = [f"term{n:05d}@example.org" for n in range(SUBSCRIBERS)]
-    add_email_subscribers(database_url, TOPIC, addresses)
+    env, database_url = system.env, system.database_url
     smtp_sink.slow(0.02)  # the fan-out takes several seconds: SIGTERM lands in the middle
 
     with processes() as started:
-        api = start(started, env, "notify", "api", log_dir=tmp_path, name="api")
-        first = start(started, env, "notify", "worker", log_dir=tmp_path, name="worker-1")
+        api, first = start_api_and_worker(started, env, tmp_path, worker_name="worker-1")
         try:
-            wait_ready(f"http://127.0.0.1:{port}")
-            posted = httpx.post(
-                f"http://127.0.0.1:{port}/v1/events",
-                json=event_body("graceful-1"),
-                headers=auth(),
-                timeout=30,
-            )
+            wait_ready(system.base_url)
+            posted = post_event(system.base_url, "graceful-1")
             assert posted.status_code == 202, posted.text
             smtp_sink.wait_for(100, timeout_s=60)
             code, took_s = first.terminate(GRACE_S)

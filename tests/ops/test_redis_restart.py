@@ -16,20 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pubwatch_shared.embedded_redis import RedisServer, free_port
-from tests.e2e.processes import run_command
+from pubwatch_shared.embedded_redis import RedisServer
 from tests.fakes.smtp import SmtpSink
 from tests.ops.system import (
     GRACE_S,
-    TOPIC,
-    add_email_subscribers,
-    auth,
-    database_url_for,
     delivery_statuses,
-    event_body,
+    migrated_system,
+    post_event,
     processes,
-    start,
-    system_env,
+    start_api_and_worker,
     wait_ready,
 )
 
@@ -67,35 +62,26 @@ def test_redis_restart_mid_fan_out_loses_and_doubles_nothing(
     redis_url: str,
     smtp_sink: SmtpSink,
 ) -> None:
-    database_url = database_url_for(request, tmp_path)
-    port = free_port()
-    env = system_env(
+    addresses = _addresses(FAN_OUT_SUBSCRIBERS, "fan")
+    system = migrated_system(
+        request,
         tmp_path,
         redis_url=redis_url,
-        database_url=database_url,
         smtp_url=smtp_sink.url,
-        port=port,
+        subscribers=addresses,
         fanout_page_size="250",
         worker_max_jobs="4",
         shutdown_grace_s="10",
     )
-    run_command(env, "notify", "migrate")
-    addresses = _addresses(FAN_OUT_SUBSCRIBERS, "fan")
-    add_email_subscribers(database_url, TOPIC, addresses)
+    database_url = system.database_url
     # Slow enough that the fan-out is still sending when Redis goes away.
     smtp_sink.slow(0.01)
 
     with processes() as started:
-        api = start(started, env, "notify", "api", log_dir=tmp_path, name="api")
-        worker = start(started, env, "notify", "worker", log_dir=tmp_path, name="worker")
+        api, worker = start_api_and_worker(started, system.env, tmp_path)
         try:
-            wait_ready(f"http://127.0.0.1:{port}")
-            posted = httpx.post(
-                f"http://127.0.0.1:{port}/v1/events",
-                json=event_body("redis-restart-1"),
-                headers=auth(),
-                timeout=30,
-            )
+            wait_ready(system.base_url)
+            posted = post_event(system.base_url, "redis-restart-1")
             assert posted.status_code == 202, posted.text
             smtp_sink.wait_for(150, timeout_s=60)
             sent_before_restart = smtp_sink.count()
@@ -132,34 +118,24 @@ def test_event_posted_while_redis_is_down_is_not_lost(
     redis_url: str,
     smtp_sink: SmtpSink,
 ) -> None:
-    database_url = database_url_for(request, tmp_path)
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = system_env(
+    addresses = _addresses(20, "down")
+    system = migrated_system(
+        request,
         tmp_path,
         redis_url=redis_url,
-        database_url=database_url,
         smtp_url=smtp_sink.url,
-        port=port,
+        subscribers=addresses,
         shutdown_grace_s="10",
     )
-    run_command(env, "notify", "migrate")
-    addresses = _addresses(20, "down")
-    add_email_subscribers(database_url, TOPIC, addresses)
+    base_url = system.base_url
 
     with processes() as started:
-        api = start(started, env, "notify", "api", log_dir=tmp_path, name="api")
-        worker = start(started, env, "notify", "worker", log_dir=tmp_path, name="worker")
+        api, worker = start_api_and_worker(started, system.env, tmp_path)
         try:
             wait_ready(base_url)
             redis_server.stop()
             asked = time.monotonic()
-            down = httpx.post(
-                f"{base_url}/v1/events",
-                json=event_body("redis-down-1"),
-                headers=auth(),
-                timeout=60,
-            )
+            down = post_event(base_url, "redis-down-1", timeout=60)
             answered_s = time.monotonic() - asked
             print(f"with Redis down the API answered {down.status_code} in {answered_s:.1f} s")
             assert down.status_code in {202, 503}, down.text
@@ -171,12 +147,7 @@ def test_event_posted_while_redis_is_down_is_not_lost(
             redis_server.start()
             # The client retries as told (a 202 before is also safe to repeat: 200, no resend).
             wait_ready(base_url)
-            again = httpx.post(
-                f"{base_url}/v1/events",
-                json=event_body("redis-down-1"),
-                headers=auth(),
-                timeout=30,
-            )
+            again = post_event(base_url, "redis-down-1")
             assert again.status_code in {200, 202}, again.text
             received = _wait_for_everyone(smtp_sink, addresses, timeout_s=60)
             time.sleep(2)
@@ -190,4 +161,4 @@ def test_event_posted_while_redis_is_down_is_not_lost(
             assert code == 0, process.log()
 
     assert received == Counter({a.lower(): 1 for a in addresses}), received
-    assert delivery_statuses(database_url) == {"sent": len(addresses)}
+    assert delivery_statuses(system.database_url) == {"sent": len(addresses)}

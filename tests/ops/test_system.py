@@ -15,23 +15,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pubwatch_shared.embedded_redis import free_port
 from tests.e2e.processes import run_command
 from tests.fakes.eutils import FakeEutils
 from tests.fakes.smtp import SmtpSink
 from tests.ops.system import (
     API_CLIENT,
     GRACE_S,
-    TOPIC,
-    add_email_subscribers,
-    auth,
-    database_url_for,
-    event_body,
     metric,
     metric_samples,
+    migrated_system,
+    post_event,
     processes,
     start,
-    system_env,
     wait_ready,
     wait_until,
 )
@@ -48,21 +43,16 @@ def test_whole_system_serves_an_event_and_stops_cleanly(
     smtp_sink: SmtpSink,
     fake_eutils: FakeEutils,
 ) -> None:
-    database_url = database_url_for(request, tmp_path)
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = system_env(
+    system = migrated_system(
+        request,
         tmp_path,
         redis_url=redis_url,
-        database_url=database_url,
         smtp_url=smtp_sink.url,
-        port=port,
+        subscribers=[SUBSCRIBER],
         eutils_url=fake_eutils.url,
         shutdown_grace_s="10",
     )
-
-    run_command(env, "notify", "migrate")
-    add_email_subscribers(database_url, TOPIC, [SUBSCRIBER])
+    env, base_url = system.env, system.base_url
 
     with processes() as started:
         api = start(started, env, "notify", "api", log_dir=tmp_path, name="api")
@@ -95,12 +85,7 @@ def test_whole_system_serves_an_event_and_stops_cleanly(
 
             before = metric_samples(httpx.get(f"{base_url}/metrics", timeout=10).text)
 
-            posted = httpx.post(
-                f"{base_url}/v1/events",
-                json=event_body("system-test-1"),
-                headers=auth(),
-                timeout=30,
-            )
+            posted = post_event(base_url, "system-test-1")
             assert posted.status_code == 202, posted.text
 
             (mail,) = smtp_sink.wait_for(1, timeout_s=60)

@@ -12,15 +12,16 @@ is confirmed (see :func:`service.request_channel_switch`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Annotated, Any
 
 from arq import ArqRedis
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from pubwatch_notify.api import forms
 from pubwatch_notify.api.deps import (
     QueueDep,
     RateLimiterDep,
@@ -31,8 +32,7 @@ from pubwatch_notify.api.deps import (
     render,
     render_message,
 )
-from pubwatch_notify.api.routes.subscribe import read_form
-from pubwatch_notify.api.security import CSRF_FIELD, RateLimiter
+from pubwatch_notify.api.security import RateLimiter
 from pubwatch_notify.store.models import Channel, Frequency, Subscription, SubscriptionStatus
 from pubwatch_notify.subscriptions import service
 from pubwatch_notify.subscriptions.addresses import address_hash, mask_address
@@ -47,7 +47,6 @@ from pubwatch_notify.subscriptions.choices import (
 from pubwatch_notify.subscriptions.confirmation import enqueue_confirmation
 from pubwatch_notify.subscriptions.form import (
     SWITCH_FIELDS,
-    FormRules,
     SwitchFormResult,
     check_switch_form,
     first_text,
@@ -57,7 +56,32 @@ from pubwatch_notify.tokens import Purpose, TokenError
 from pubwatch_shared.events import EvidenceLevel
 
 log = logging.getLogger("pubwatch.notify.manage")
-router = APIRouter(tags=["pages"], include_in_schema=False)
+
+
+class _BadLink(Exception):
+    """Raised while resolving a route's link: the page to send instead of the route's own."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class _LinkRoute(APIRoute):
+    """A route that answers with a :class:`_BadLink`'s page."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except _BadLink as exc:
+                return exc.response
+
+        return route_handler
+
+
+router = APIRouter(tags=["pages"], include_in_schema=False, route_class=_LinkRoute)
 
 ONE_CLICK_FIELD = "List-Unsubscribe"
 ONE_CLICK_VALUE = "One-Click"
@@ -71,15 +95,25 @@ def _link_problem(request: Request, exc: TokenError) -> Response:
     return render(request, "link_problem.html", {"expired": False}, status_code=404)
 
 
-async def _subscription(
-    request: Request, session: AsyncSession, resources: Resources, purpose: Purpose, token: str
-) -> Subscription | Response:
-    if len(token) > MAX_TOKEN_CHARS:
-        return _link_problem(request, TokenError("too long"))
-    try:
-        return await service.subscription_for_token(session, resources.signer, purpose, token)
-    except TokenError as exc:
-        return _link_problem(request, exc)
+def _linked(purpose: Purpose, *, active_only: bool = False) -> Any:
+    """A dependency: the subscription that the path's ``{token}`` names for ``purpose``.
+    A bad, expired or superseded token raises :class:`_BadLink` with the page that says so
+    (with ``active_only``, so does a subscription that has ended)."""
+
+    async def lookup(
+        token: str, request: Request, resources: ResourcesDep, session: SessionDep
+    ) -> Subscription:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise _BadLink(_link_problem(request, TokenError("too long")))
+        try:
+            found = await service.subscription_for_token(session, resources.signer, purpose, token)
+        except TokenError as exc:
+            raise _BadLink(_link_problem(request, exc)) from None
+        if active_only and found.status not in service.ACTIVE:
+            raise _BadLink(_ended(request, resources, found))
+        return found
+
+    return Depends(lookup)
 
 
 def _describe(resources: Resources, subscription: Subscription) -> dict[str, Any]:
@@ -107,18 +141,18 @@ def _ended(request: Request, resources: Resources, subscription: Subscription) -
     return render(request, "ended.html", _describe(resources, subscription))
 
 
+# The subscription a route's link names (see _linked).
+ConfirmLink = Annotated[Subscription, _linked(Purpose.CONFIRM)]
+PreferencesLink = Annotated[Subscription, _linked(Purpose.PREFERENCES, active_only=True)]
+UnsubscribeLink = Annotated[Subscription, _linked(Purpose.UNSUBSCRIBE)]
+
 # --- confirm -------------------------------------------------------------------------------
 
 
 @router.get("/confirm/{token}")
-async def confirm_page(
-    token: str, request: Request, resources: ResourcesDep, session: SessionDep
-) -> Response:
+async def confirm_page(request: Request, resources: ResourcesDep, found: ConfirmLink) -> Response:
     # A page with a button, not a confirmation on GET: mail scanners open links in
     # messages, and their visit must not count as the person's consent.
-    found = await _subscription(request, session, resources, Purpose.CONFIRM, token)
-    if isinstance(found, Response):
-        return found
     if found.status == SubscriptionStatus.CONFIRMED:
         return render(request, "confirmed.html", {**_describe(resources, found), "already": True})
     if found.status != SubscriptionStatus.PENDING:
@@ -128,13 +162,10 @@ async def confirm_page(
 
 @router.post("/confirm/{token}")
 async def confirm_submit(
-    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+    request: Request, resources: ResourcesDep, session: SessionDep, found: ConfirmLink
 ) -> Response:
-    found = await _subscription(request, session, resources, Purpose.CONFIRM, token)
-    if isinstance(found, Response):
-        return found
-    form = await read_form(request)
-    if form is None or not resources.csrf.verify(request, first_text(form, CSRF_FIELD)):
+    form = await forms.read_form(request)
+    if form is None or not forms.csrf_ok(request, resources, form):
         context = {**_describe(resources, found), "form_error": "Please press the button again."}
         return render(request, "confirm.html", context, status_code=403)
     if found.status == SubscriptionStatus.CONFIRMED:
@@ -205,32 +236,22 @@ def _current_values(subscription: Subscription) -> dict[str, str]:
 
 @router.get("/preferences/{token}")
 async def preferences_page(
-    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+    request: Request, resources: ResourcesDep, found: PreferencesLink
 ) -> Response:
-    found = await _subscription(request, session, resources, Purpose.PREFERENCES, token)
-    if isinstance(found, Response):
-        return found
-    if found.status not in service.ACTIVE:
-        return _ended(request, resources, found)
     context = _preferences_context(resources, found, _current_values(found), {})
     return render(request, "preferences.html", context)
 
 
 @router.post("/preferences/{token}")
 async def preferences_submit(
-    token: str,
     request: Request,
     resources: ResourcesDep,
     session: SessionDep,
     limiter: RateLimiterDep,
     queue: QueueDep,
+    found: PreferencesLink,
 ) -> Response:
-    found = await _subscription(request, session, resources, Purpose.PREFERENCES, token)
-    if isinstance(found, Response):
-        return found
-    if found.status not in service.ACTIVE:
-        return _ended(request, resources, found)
-    form = await read_form(request)
+    form = await forms.read_form(request)
     if form is None:
         return render_message(request, "Something went wrong", "Please try again.", 400)
     action = first_text(form, "action")
@@ -242,7 +263,7 @@ async def preferences_submit(
     if action in ("unsubscribe-topic", "unsubscribe-all"):
         # The stop buttons have a form of their own, without the choices.
         values = _current_values(found)
-    if not resources.csrf.verify(request, first_text(form, CSRF_FIELD)):
+    if not forms.csrf_ok(request, resources, form):
         errors = {"form": "This page had expired. Check your choices and save again."}
         context = _preferences_context(resources, found, values, errors)
         return render(request, "preferences.html", context, status_code=403)
@@ -299,28 +320,21 @@ async def _switch_channel(
         return render(request, "preferences.html", context, status_code=status_code)
 
     typed = SwitchFormResult(values={name: first_text(form, name) for name in SWITCH_FIELDS})
-    if not resources.csrf.verify(request, first_text(form, CSRF_FIELD)):
+    if not forms.csrf_ok(request, resources, form):
         typed.errors["switch"] = "This page had expired. Check the details and send them again."
         return again(typed, 403)
     ip = client_ip(request)
-    if not await limiter.allow("signup-ip", ip or "unknown", settings.signup_limit_per_ip):
-        typed.errors["switch"] = (
-            "There have been too many sign-ups from your network in the last hour. "
-            "Please try again later."
-        )
+    if not await forms.signup_ip_allowed(limiter, settings, ip):
+        typed.errors["switch"] = forms.TOO_MANY_FROM_NETWORK
         return again(typed, 429)
-    rules = FormRules(settings.phone_default_region, settings.check_email_deliverability)
-    if settings.check_email_deliverability:
-        checked = await run_in_threadpool(check_switch_form, form, channel, rules)
-    else:
-        checked = check_switch_form(form, channel, rules)
+    checked = await forms.run_check(
+        settings, check_switch_form, form, channel, forms.form_rules(settings)
+    )
     if checked.address is None:
         return again(checked, 422)
     hashed = address_hash(settings.secret_key, checked.address)
-    if not await limiter.allow("signup-address", hashed, settings.signup_limit_per_address):
-        checked.errors[address_field] = (
-            "There have been too many sign-ups for this address. Try again in an hour."
-        )
+    if not await forms.signup_address_allowed(limiter, settings, hashed):
+        checked.errors[address_field] = forms.TOO_MANY_FOR_ADDRESS
         return again(checked, 429)
     try:
         result = await service.request_channel_switch(
@@ -379,11 +393,8 @@ def _check_preferences(
 
 @router.get("/unsubscribe/{token}")
 async def unsubscribe_page(
-    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+    request: Request, resources: ResourcesDep, found: UnsubscribeLink
 ) -> Response:
-    found = await _subscription(request, session, resources, Purpose.UNSUBSCRIBE, token)
-    if isinstance(found, Response):
-        return found
     if found.status not in service.ACTIVE:
         context = {**_describe(resources, found), "every_topic": False}
         return render(request, "unsubscribed.html", context)
@@ -392,15 +403,12 @@ async def unsubscribe_page(
 
 @router.post("/unsubscribe/{token}")
 async def unsubscribe_submit(
-    token: str, request: Request, resources: ResourcesDep, session: SessionDep
+    request: Request, resources: ResourcesDep, session: SessionDep, found: UnsubscribeLink
 ) -> Response:
     """The page's button and RFC 8058 one-click both land here. No CSRF check: the token is
     the authorization, exactly as for one-click, and refusing someone who wants to leave
     would be worse than anything a forged request could do with a token it cannot have."""
-    found = await _subscription(request, session, resources, Purpose.UNSUBSCRIBE, token)
-    if isinstance(found, Response):
-        return found
-    form = await read_form(request)
+    form = await forms.read_form(request)
     one_click = form is not None and first_text(form, ONE_CLICK_FIELD) == ONE_CLICK_VALUE
     count = await service.unsubscribe(
         session,

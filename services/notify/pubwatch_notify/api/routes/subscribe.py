@@ -9,11 +9,8 @@ import logging
 from arq import ArqRedis
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 
+from pubwatch_notify.api import forms
 from pubwatch_notify.api.deps import (
     QueueDep,
     RateLimiterDep,
@@ -29,30 +26,17 @@ from pubwatch_notify.api.routes.pages import (
     form_context,
     topic_page_context,
 )
-from pubwatch_notify.api.security import CSRF_FIELD, RateLimiter
+from pubwatch_notify.api.security import RateLimiter
 from pubwatch_notify.store.models import Channel
 from pubwatch_notify.subscriptions import service
 from pubwatch_notify.subscriptions.addresses import address_hash
 from pubwatch_notify.subscriptions.confirmation import enqueue_confirmation
-from pubwatch_notify.subscriptions.form import (
-    FormRules,
-    check_subscribe_form,
-    first_text,
-    read_values,
-)
+from pubwatch_notify.subscriptions.form import check_subscribe_form, first_text, read_values
 from pubwatch_notify.subscriptions.wording import consent_wording
 from pubwatch_shared.topics import Topic
 
 log = logging.getLogger("pubwatch.notify.subscribe")
 router = APIRouter(tags=["pages"], include_in_schema=False)
-
-
-async def read_form(request: Request) -> FormData | None:
-    """The posted form, or None when the body cannot be read as one."""
-    try:
-        return await request.form()
-    except (HTTPException, MultiPartException, UnicodeDecodeError, ValueError):
-        return None
 
 
 async def _render_form(
@@ -89,7 +73,7 @@ async def _subscribe(
         return render_message(
             request, "Topic not found", "PubWatch doesn't follow this topic.", 404, embed=embed
         )
-    form = await read_form(request)
+    form = await forms.read_form(request)
     if form is None:
         return render_message(
             request,
@@ -101,29 +85,26 @@ async def _subscribe(
     ip = client_ip(request)
     if first_text(form, HONEYPOT_FIELD):
         return render(request, "check.html", {"topic": topic, "channel": "", "embed": embed})
-    if not await limiter.allow("signup-ip", ip or "unknown", settings.signup_limit_per_ip):
+    if not await forms.signup_ip_allowed(limiter, settings, ip):
         return render_message(
-            request,
-            "Too many sign-ups",
-            "There have been too many sign-ups from your network in the last hour. "
-            "Please try again later.",
-            429,
-            embed=embed,
+            request, "Too many sign-ups", forms.TOO_MANY_FROM_NETWORK, 429, embed=embed
         )
     values = read_values(form, settings.default_timezone)
-    if not resources.csrf.verify(request, first_text(form, CSRF_FIELD)):
+    if not forms.csrf_ok(request, resources, form):
         errors = {"form": "This form had expired. Check your details and send it again."}
         return await _render_form(
             request, session, resources, topic, values, errors, embed=embed, status_code=403
         )
-    rules = FormRules(settings.phone_default_region, settings.check_email_deliverability)
     source = "embed" if embed else "web"
-    if settings.check_email_deliverability:
-        checked = await run_in_threadpool(
-            check_subscribe_form, form, topic.slug, rules, settings.default_timezone, source
-        )
-    else:
-        checked = check_subscribe_form(form, topic.slug, rules, settings.default_timezone, source)
+    checked = await forms.run_check(
+        settings,
+        check_subscribe_form,
+        form,
+        topic.slug,
+        forms.form_rules(settings),
+        settings.default_timezone,
+        source,
+    )
     subscribe_request = checked.request
     if subscribe_request is None:
         return await _render_form(
@@ -137,11 +118,9 @@ async def _subscribe(
             status_code=422,
         )
     hashed = address_hash(settings.secret_key, subscribe_request.address)
-    if not await limiter.allow("signup-address", hashed, settings.signup_limit_per_address):
+    if not await forms.signup_address_allowed(limiter, settings, hashed):
         field = "phone" if subscribe_request.channel == Channel.SMS else "email"
-        errors = {
-            field: "There have been too many sign-ups for this address. Try again in an hour."
-        }
+        errors = {field: forms.TOO_MANY_FOR_ADDRESS}
         return await _render_form(
             request, session, resources, topic, checked.values, errors, embed=embed, status_code=429
         )
