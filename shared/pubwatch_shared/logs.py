@@ -16,6 +16,8 @@ from typing import Any
 _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
     | {"message", "asctime", "taskName"}
+    # uvicorn repeats its message with terminal colour codes; the plain one is enough.
+    | {"color_message"}
 )
 
 
