@@ -8,7 +8,7 @@ one snapshot into metric families, in a registry made for that one scrape.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -55,30 +55,27 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot
-        events = CounterMetricFamily(
-            "pubwatch_events_received", "Events notify stored.", labels=["type", "source"]
+        yield _labelled(
+            CounterMetricFamily,
+            "pubwatch_events_received",
+            "Events notify stored.",
+            ["type", "source"],
+            snap.events,
         )
-        for (kind, source), count in sorted(snap.events.items()):
-            events.add_metric([kind, source], count)
-        yield events
-
-        deliveries = GaugeMetricFamily(
+        yield _labelled(
+            GaugeMetricFamily,
             "pubwatch_deliveries",
             "Deliveries by channel and current status (sent, failed, queued, ...).",
-            labels=["channel", "status"],
+            ["channel", "status"],
+            snap.deliveries,
         )
-        for (channel, status), count in sorted(snap.deliveries.items()):
-            deliveries.add_metric([channel, status], count)
-        yield deliveries
-
-        retries = CounterMetricFamily(
+        yield _labelled(
+            CounterMetricFamily,
             "pubwatch_delivery_failed_attempts",
             "Send attempts that failed and were retried or gave up, by channel.",
-            labels=["channel"],
+            ["channel"],
+            snap.failed_attempts,
         )
-        for channel, count in sorted(snap.failed_attempts.items()):
-            retries.add_metric([channel], count)
-        yield retries
 
         queue = snap.queue
         for name, help_text, value in (
@@ -94,48 +91,44 @@ class SnapshotCollector(Collector):
         ):
             yield GaugeMetricFamily(name, help_text, value=value)
 
-        workers = GaugeMetricFamily(
-            "pubwatch_workers_live", "Workers with a fresh heartbeat.", labels=["service"]
+        yield _labelled(
+            GaugeMetricFamily,
+            "pubwatch_workers_live",
+            "Workers with a fresh heartbeat.",
+            ["service"],
+            snap.workers,
         )
-        for service, count in sorted(snap.workers.items()):
-            workers.add_metric([service], count)
-        yield workers
 
         ingest = snap.ingest
-        last_poll = GaugeMetricFamily(
+        now = time.time()
+        yield _labelled(
+            GaugeMetricFamily,
             "pubwatch_ingest_last_successful_poll_timestamp_seconds",
             "Unix time of each topic's last committed poll.",
-            labels=["topic"],
+            ["topic"],
+            ingest.last_poll,
         )
-        for slug, at in sorted(ingest.last_poll.items()):
-            last_poll.add_metric([slug], at)
-        yield last_poll
-        age = GaugeMetricFamily(
+        yield _labelled(
+            GaugeMetricFamily,
             "pubwatch_ingest_last_successful_poll_age_seconds",
             "Seconds since each topic's last committed poll.",
-            labels=["topic"],
+            ["topic"],
+            {slug: max(0.0, now - at) for slug, at in ingest.last_poll.items()},
         )
-        now = time.time()
-        for slug, at in sorted(ingest.last_poll.items()):
-            age.add_metric([slug], max(0.0, now - at))
-        yield age
-        announced = CounterMetricFamily(
+        yield _labelled(
+            CounterMetricFamily,
             "pubwatch_ingest_articles_announced",
             "PMIDs each topic has announced in events.",
-            labels=["topic"],
+            ["topic"],
+            ingest.announced,
         )
-        for slug, count in sorted(ingest.announced.items()):
-            announced.add_metric([slug], count)
-        yield announced
-
-        requests = CounterMetricFamily(
+        yield _labelled(
+            CounterMetricFamily,
             "pubwatch_ncbi_requests",
             "E-utilities HTTP attempts by endpoint and outcome (ok, http_429, timeout, ...).",
-            labels=["endpoint", "outcome"],
+            ["endpoint", "outcome"],
+            ingest.ncbi_requests,
         )
-        for (endpoint, outcome), count in sorted(ingest.ncbi_requests.items()):
-            requests.add_metric([endpoint, outcome], count)
-        yield requests
 
         latency = ingest.ncbi_latency
         if latency:
@@ -149,6 +142,20 @@ class SnapshotCollector(Collector):
             )
             histogram.add_metric([], buckets, sum_value=latency.get("sum", 0.0))
             yield histogram
+
+
+def _labelled(
+    family: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    help_text: str,
+    labels: list[str],
+    samples: Mapping[str, float] | Mapping[tuple[str, str], float],
+) -> Metric:
+    """One metric family with a sample per label value (a tuple for several labels)."""
+    metric = family(name, help_text, labels=labels)
+    for key, value in sorted(samples.items()):
+        metric.add_metric([key] if isinstance(key, str) else list(key), value)
+    return metric
 
 
 def render(snapshot: Snapshot) -> bytes:
