@@ -42,7 +42,7 @@ from pubwatch_notify.delivery.runtime import RUNTIME_KEY, Runtime, read_topic_na
 from pubwatch_notify.delivery.sender import backoff_s
 from pubwatch_notify.links import Links
 from pubwatch_notify.settings import NotifySettings
-from pubwatch_notify.store.engine import make_engine, make_sessionmaker
+from pubwatch_notify.store.engine import WriteTurns, make_engine, make_sessionmaker
 from pubwatch_notify.store.migrate import upgrade_to_head
 from pubwatch_notify.subscriptions.confirmation import SEND_CONFIRMATION_JOB, send_confirmation
 from pubwatch_notify.tokens import TokenSigner
@@ -189,6 +189,7 @@ def build_worker(
             links=Links(settings.public_url, TokenSigner(settings.secret_key)),
             clock=ctx.get(CLOCK_KEY, system_clock),
             topic_names=read_topic_names(settings),
+            write_turns=WriteTurns(engine),
         )
         # Liveness for `pubwatch notify check-worker` and /readyz, closed in on_shutdown.
         heartbeat = contextlib.AsyncExitStack()

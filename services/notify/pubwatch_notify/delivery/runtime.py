@@ -12,6 +12,7 @@ from pubwatch_notify.delivery.clock import Clock
 from pubwatch_notify.delivery.ratelimit import RateLimiter
 from pubwatch_notify.links import Links
 from pubwatch_notify.settings import NotifySettings
+from pubwatch_notify.store.engine import WriteTurns
 from pubwatch_shared.topics import TopicsFileError, load_topics
 
 RUNTIME_KEY = "pubwatch"
@@ -28,6 +29,8 @@ class Runtime:
     links: Links
     clock: Clock
     topic_names: dict[str, str]
+    # Per-message writes (a send's outcome) queue here: see WriteTurns.
+    write_turns: WriteTurns
 
     def topic_name(self, slug: str) -> str:
         return self.topic_names.get(slug) or slug.replace("-", " ").capitalize()

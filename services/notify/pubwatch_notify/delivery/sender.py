@@ -20,7 +20,8 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -289,6 +290,12 @@ class BatchSender:
                 await asyncio.shield(connection.close())
         return result
 
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncSession]:
+        """A transaction for one message's outcome, taken in the process's write turn."""
+        async with self.runtime.write_turns.turn(), self.runtime.sessions.begin() as session:
+            yield session
+
     async def _connection(self) -> AsyncConnection:
         if self._sent_connection is None or self._sent_connection.closed:
             self._sent_connection = await self.runtime.engine.connect()
@@ -385,13 +392,13 @@ class BatchSender:
         """The message to send, or None when the group was skipped or held instead."""
         recipient = group.recipient
         if recipient.status != SubscriptionStatus.CONFIRMED.value:
-            async with self.runtime.sessions.begin() as session:
+            async with self._writing() as session:
                 await claims.mark_skipped(session, group.ids, f"subscription {recipient.status}")
             result.skipped += len(group.ids)
             return None
         content, bodies, template, sms_body = self._content(group)
         if content.is_empty:
-            async with self.runtime.sessions.begin() as session:
+            async with self._writing() as session:
                 await claims.mark_skipped(session, group.ids, "no items left to send")
                 await self._after_group(session, group, now)
             result.skipped += len(group.ids)
@@ -466,7 +473,7 @@ class BatchSender:
     async def _hold(self, group: Group, until: datetime, now: datetime) -> None:
         # Held items wait as queued deliveries: whichever message goes out next for this
         # subscriber (the deferred job's, or a later event's) carries them.
-        async with self.runtime.sessions.begin() as session:
+        async with self._writing() as session:
             await claims.release(session, group.ids, DeliveryStatus.QUEUED, not_before=until)
             await self._after_group(session, group, now)
         await self.runtime.redis.enqueue_job(
@@ -484,14 +491,14 @@ class BatchSender:
     async def _sent(self, group: Group, provider_id: str, key: str, result: BatchResult) -> None:
         now = self.runtime.clock()
         if self.options.digest:
-            async with self.runtime.sessions.begin() as session:
+            async with self._writing() as session:
                 await claims.mark_sent(session, group.ids, provider_id, key, now)
                 await self._after_group(session, group, now)
         else:
             # The hot path: one small Core UPDATE on a connection, committed before the
             # next message goes out (no ORM session per message).
             connection = await self._connection()
-            async with connection.begin():
+            async with self.runtime.write_turns.turn(), connection.begin():
                 await claims.mark_sent(connection, group.ids, provider_id, key, now)
         result.sent += len(group.ids)
 
@@ -499,7 +506,7 @@ class BatchSender:
         tries = group.max_attempts_so_far + 1
         result.last_error = exc.reason
         result.retry_after_s = exc.retry_after_s or result.retry_after_s
-        async with self.runtime.sessions.begin() as session:
+        async with self._writing() as session:
             if self.options.final_try or tries >= self.settings.send_max_tries:
                 reason = f"gave up after {tries} tries: {exc.reason}"
                 await claims.mark_failed(session, group.ids, reason)
@@ -517,7 +524,7 @@ class BatchSender:
 
     async def _permanent(self, group: Group, exc: PermanentSendError, result: BatchResult) -> None:
         now = self.runtime.clock()
-        async with self.runtime.sessions.begin() as session:
+        async with self._writing() as session:
             await claims.mark_failed(session, group.ids, exc.reason)
             await self._after_group(session, group, now)
             new_status = _OUTCOME_STATUS.get(exc.outcome)
