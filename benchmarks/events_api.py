@@ -248,6 +248,23 @@ def run(quick: bool, workers: int = API_WORKERS) -> dict[str, Any]:
     return figures
 
 
+def table_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for backend in ("sqlite", "postgres"):
+        fig = figures.get(backend)
+        if isinstance(fig, dict):
+            rows.append(
+                (
+                    "events_api",
+                    f"{backend}, {figures['clients']} clients",
+                    f"{fig['accepted_per_s']} accepted/s, p99 {fig['p99_ms']} ms",
+                    f"goal >= {GOAL_EVENTS_PER_S}/s, p99 < {GOAL_P99_MS} ms: "
+                    f"{'met' if fig['meets_goal'] else 'NOT met'}",
+                )
+            )
+    return rows
+
+
 def main() -> None:
     args = sys.argv[1:]
     workers = int(args[args.index("--workers") + 1]) if "--workers" in args else API_WORKERS

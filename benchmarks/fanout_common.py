@@ -32,6 +32,13 @@ from pubwatch_shared.queue import deserialize, enqueue_event, redis_settings, se
 from tests.notify.delivery.helpers import REPO_ROOT, TOPIC, article, make_event
 
 CONNECTIONS = 4
+# Subscriber counts per mode, the same for both channels.
+FULL_SIZES = [1_000, 10_000, 100_000]
+QUICK_SIZES = [1_000]
+# The plain loops' rate is steady after the first seconds, so above this many messages they
+# send a sample of this size (in the same run, to the same server): a 100k plain loop
+# would spend minutes of the full run's 20 to measure the same figure.
+BASELINE_SAMPLE = 20_000
 WORKER_CODE = (
     "from pubwatch_notify.settings import NotifySettings\n"
     "from pubwatch_notify.worker import run_worker\n"
@@ -172,6 +179,11 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
+def baseline_count(count: int) -> int:
+    """How many messages the plain loop sends to give the baseline for ``count``."""
+    return min(count, BASELINE_SAMPLE)
+
+
 def compared(notify: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
     """One size's figures: PubWatch's, the plain loop's and their deliveries/s ratio."""
     return {
@@ -179,6 +191,27 @@ def compared(notify: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
         "plain_loop": plain,
         "ratio": round(notify["deliveries_per_s"] / plain["deliveries_per_s"], 2),
     }
+
+
+Row = tuple[str, str, str, str]  # benchmark, figure, PubWatch, baseline and ratio
+
+
+def size_rows(benchmark: str, sizes: dict[str, Any]) -> list[Row]:
+    """Summary-table rows for one channel's sizes (subscriber count → ``compared`` figures)."""
+    rows: list[Row] = []
+    for count, fig in sorted(sizes.items(), key=lambda item: int(item[0])):
+        notify, plain = fig["notify"], fig["plain_loop"]
+        latency = f", p99 {notify['p99_s']} s" if "p99_s" in notify else ""
+        rows.append(
+            (
+                benchmark,
+                f"{int(count):,} subscribers",
+                f"{notify['deliveries_per_s']}/s{latency}, "
+                f"RSS {notify.get('worker_peak_rss_mb', '?')} MB",
+                f"plain {plain['deliveries_per_s']}/s, ratio {fig['ratio']}",
+            )
+        )
+    return rows
 
 
 def main(

@@ -3,7 +3,8 @@
     uv run python -m benchmarks.run [--quick] [--only NAME ...]
 
 Each benchmark module has ``run(quick) -> dict`` that measures PubWatch and its baseline in
-the same run (the machines are noisy, so figures are ratios against that baseline).
+the same run (the machines are noisy, so figures are ratios against that baseline), and
+``table_rows(figures)`` for the summary table.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from benchmarks.plots import draw
 BENCHMARKS = {
     "ingest": "benchmarks.ingest_cycle",
     "events_api": "benchmarks.events_api",
+    "web_pages": "benchmarks.web_pages",
     "fanout_email": "benchmarks.fanout_email",
     "fanout_sms": "benchmarks.fanout_sms",
+    "digest_run": "benchmarks.digest_run",
 }
 RESULTS_FILE = Path(__file__).resolve().parent / "results.json"
 
@@ -39,47 +42,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(benchmark, figure, PubWatch, baseline / ratio) rows for the summary table."""
-    rows: list[tuple[str, str, str, str]] = []
-    bench = results["benchmarks"]
-    for channel, key in (("fanout_email", "sizes"), ("fanout_sms", "unlimited")):
-        for count, fig in bench.get(channel, {}).get(key, {}).items():
-            rows.append(
-                (
-                    channel,
-                    f"{int(count):,} subscribers",
-                    f"{fig['notify']['deliveries_per_s']}/s, "
-                    f"{fig['notify'].get('worker_peak_rss_mb', '?')} MB",
-                    f"plain {fig['plain_loop']['deliveries_per_s']}/s, ratio {fig['ratio']}",
-                )
-            )
-    for cycle in ("baseline_cycle", "new_articles_cycle"):
-        fig = bench.get("ingest", {}).get(cycle)
-        if fig:
-            rows.append(
-                (
-                    "ingest",
-                    f"{cycle} ({fig['topics']} topics)",
-                    f"{fig['requests']} requests, {fig['cycle_s']} s",
-                    f"min {fig['requests_minimum']} ({fig['requests_ratio']}x), "
-                    f"floor {fig['cycle_floor_s']} s ({fig['cycle_time_ratio']}x)",
-                )
-            )
-    for name, fig in bench.get("events_api", {}).items():
-        if name != "goal" and isinstance(fig, dict) and "accepted_per_s" in fig:
-            rows.append(
-                ("events_api", name, f"{fig['accepted_per_s']}/s", f"p99 {fig['p99_ms']} ms")
-            )
-    return rows
-
-
 def print_table(results: dict[str, Any]) -> None:
-    for row in _rows(results):
-        print(f"{row[0]:<14} {row[1]:<22} {row[2]:<40} {row[3]}")
-    for name, fig in results["benchmarks"].items():
-        if "error" in fig:
-            print(f"{name:<14} FAILED: {fig['error']}")
+    """One line per figure, from each benchmark module's ``table_rows``."""
+    for name, figures in results["benchmarks"].items():
+        if "error" in figures:
+            print(f"{name:<13} FAILED: {figures['error']}")
+            continue
+        for row in importlib.import_module(BENCHMARKS[name]).table_rows(figures):
+            print(f"{row[0]:<13} {row[1]:<30} {row[2]:<46} {row[3]}")
 
 
 def main() -> int:
