@@ -3,6 +3,8 @@ health."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from pubwatch_notify.store.engine import make_engine, make_sessionmaker
@@ -71,6 +73,25 @@ async def test_topic_page_counts_articles_and_shows_latest_evidence(settings):
     assert "What study 4 found." in page
     assert "Study 9" not in page
     assert page.count("Study 1<") == 1
+
+
+async def test_pages_read_while_a_writer_holds_the_sqlite_lock(settings):
+    """A page view reads a snapshot: a worker mid-transaction does not hold it up (when every
+    transaction took the write lock, the page waited in SQLite's busy handler)."""
+    async with app_client(settings) as (_, client):
+        assert (await client.get(f"/topics/{TOPIC}")).status_code == 200
+        writer = sqlite3.connect(
+            settings.resolved_database_url.removeprefix("sqlite:///"), isolation_level=None
+        )
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            topic = await asyncio.wait_for(client.get(f"/topics/{TOPIC}"), timeout=5)
+            listing = await asyncio.wait_for(client.get("/"), timeout=5)
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+    assert topic.status_code == 200
+    assert listing.status_code == 200
 
 
 async def test_framing_only_for_embed_and_only_by_allowed_sites(settings):

@@ -37,6 +37,8 @@ class Resources:
     # Set by the lifespan once the database and Redis are up.
     engine: AsyncEngine | None = None
     sessionmaker: async_sessionmaker[AsyncSession] | None = None
+    # Sessions for GET and HEAD, which only read: see ``store.engine.read_only``.
+    read_sessionmaker: async_sessionmaker[AsyncSession] | None = None
     queue: ArqRedis | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -62,10 +64,17 @@ async def get_settings(resources: ResourcesDep) -> NotifySettings:
 SettingsDep = Annotated[NotifySettings, Depends(get_settings)]
 
 
-async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
-    if resources.sessionmaker is None:
+# Methods that never change state here: links in messages are opened by mail scanners, so
+# every change is a POST behind a button.
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
+
+async def get_session(request: Request, resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    reading = request.method in READ_ONLY_METHODS
+    sessionmaker = resources.read_sessionmaker if reading else resources.sessionmaker
+    if sessionmaker is None:
         raise RuntimeError("the database is not set up (the app's lifespan has not run)")
-    async with resources.sessionmaker() as session:
+    async with sessionmaker() as session:
         yield session
 
 

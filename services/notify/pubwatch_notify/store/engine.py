@@ -46,7 +46,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
 
 
+# Execution option marking an engine whose transactions only read (see ``read_only``).
+READ_ONLY_OPTION = "pubwatch_read_only"
+
+
 def _sqlite_begin(connection: Any) -> None:
+    if connection.get_execution_options().get(READ_ONLY_OPTION):
+        # A reader needs no lock: in WAL mode it sees a snapshot and never waits for, nor
+        # holds up, a writer.
+        connection.exec_driver_sql("BEGIN")
+        return
     # IMMEDIATE takes the write lock up front: concurrent writers then wait (busy_timeout)
     # instead of failing mid-transaction with "database is locked" when upgrading a read lock.
     connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -63,6 +72,19 @@ def make_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(full, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, for transactions that only read.
+
+    On SQLite every other transaction takes the write lock at ``BEGIN``; a page view holding
+    it (through its queries and template) made concurrent views and the worker's sends
+    queue behind it, and the queue is SQLite's busy handler, polling with sleeps up to
+    100 ms: topic-page p99 was over a second at 50 clients. A write attempted here can fail
+    with "database is locked", so only code that never writes may use it. PostgreSQL
+    ignores the option.
+    """
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
