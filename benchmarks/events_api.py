@@ -43,7 +43,7 @@ API_WORKERS = 1
 POSTGRES_URL_ENV = "PUBWATCH_TEST_POSTGRES_URL"
 
 
-def _key(n: int) -> str:
+def client_key(n: int) -> str:
     return f"benchmark-client-{n:02d}-key-0123456789"
 
 
@@ -96,7 +96,7 @@ async def _client(
         for n in range(count):
             body = _event_body(client, client * 1_000_000 + n, run_id)
             started = time.perf_counter()
-            status = await _post(reader, writer, f"127.0.0.1:{port}", _key(client), body)
+            status = await _post(reader, writer, f"127.0.0.1:{port}", client_key(client), body)
             latencies_s.append(time.perf_counter() - started)
             statuses[status] = statuses.get(status, 0) + 1
     finally:
@@ -135,7 +135,7 @@ async def _load(port: int, per_client: int, run_id: str) -> dict[str, Any]:
     }
 
 
-def _env(
+def api_env(
     database_url: str, redis_url: str, port: int, var_dir: Path, workers: int
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUBWATCH_")}
@@ -147,7 +147,7 @@ def _env(
         PUBWATCH_TOPICS_FILE=str(REPO_ROOT / "topics.toml"),
         # Per-event info lines would measure the log handler, not the API.
         PUBWATCH_LOG_LEVEL="WARNING",
-        PUBWATCH_EVENTS_API_KEYS=",".join(f"bench-{c:02d}:{_key(c)}" for c in range(CLIENTS)),
+        PUBWATCH_EVENTS_API_KEYS=",".join(f"bench-{c:02d}:{client_key(c)}" for c in range(CLIENTS)),
         PUBWATCH_EVENTS_API_RATE_PER_MINUTE="1000000",
         PUBWATCH_EVENTS_API_BURST="100000",
         PUBWATCH_API_WORKERS=str(workers),
@@ -156,7 +156,7 @@ def _env(
 
 
 @contextlib.contextmanager
-def _api_process(env: dict[str, str], port: int, log_path: Path) -> Iterator[None]:
+def api_process(env: dict[str, str], port: int, log_path: Path) -> Iterator[None]:
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "pubwatch_shared.cli", "notify", "api"],
@@ -185,7 +185,7 @@ def _api_process(env: dict[str, str], port: int, log_path: Path) -> Iterator[Non
 
 
 @contextlib.contextmanager
-def _postgres_database(admin_url: str) -> Iterator[str]:
+def postgres_database(admin_url: str) -> Iterator[str]:
     import sqlalchemy
 
     name = f"pubwatch_bench_{uuid.uuid4().hex[:12]}"
@@ -209,8 +209,8 @@ def _measure(database_url: str, work_dir: Path, per_client: int, workers: int) -
     redis.start()
     try:
         port = free_port()
-        env = _env(database_url, redis.url, port, work_dir / "var", workers)
-        with _api_process(env, port, work_dir / "api.log"):
+        env = api_env(database_url, redis.url, port, work_dir / "var", workers)
+        with api_process(env, port, work_dir / "api.log"):
             asyncio.run(_load(port, 5, "warmup"))  # connections, caches, prepared statements
             figures = asyncio.run(_load(port, per_client, uuid.uuid4().hex[:8]))
     finally:
@@ -241,7 +241,7 @@ def run(quick: bool, workers: int = API_WORKERS) -> dict[str, Any]:
         if admin_url:
             pg_dir = work / "postgres"
             pg_dir.mkdir()
-            with _postgres_database(admin_url) as url:
+            with postgres_database(admin_url) as url:
                 figures["postgres"] = _measure(url, pg_dir, per_client, workers)
         else:
             figures["postgres"] = f"skipped: set {POSTGRES_URL_ENV}"
