@@ -37,7 +37,12 @@ from pubwatch_notify.api.routes import (
 from pubwatch_notify.api.security import Csrf, install_security_headers
 from pubwatch_notify.links import Links
 from pubwatch_notify.settings import NotifySettings
-from pubwatch_notify.store.engine import make_engine, make_sessionmaker, read_only
+from pubwatch_notify.store.engine import (
+    WriteTurns,
+    make_engine,
+    make_sessionmaker,
+    read_only,
+)
 from pubwatch_notify.store.migrate import upgrade_to_head
 from pubwatch_notify.tokens import TokenSigner
 from pubwatch_shared.embedded_redis import redis_url_or_embedded
@@ -74,6 +79,7 @@ def create_app(settings: NotifySettings) -> FastAPI:
             resources.engine = engine
             resources.sessionmaker = make_sessionmaker(engine)
             resources.read_sessionmaker = make_sessionmaker(read_only(engine))
+            resources.write_turns = WriteTurns(engine)
             resources.queue = queue
             # Everything built so far lives as long as the process: move it out of the
             # garbage collector's sight, so a full collection no longer walks the whole of

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from pubwatch_notify.api.security import CSRF_FIELD, Csrf, RateLimiter
 from pubwatch_notify.links import Links
 from pubwatch_notify.settings import NotifySettings
+from pubwatch_notify.store.engine import WriteTurns
 from pubwatch_notify.tokens import TokenSigner
 from pubwatch_shared.topics import Topic
 
@@ -39,6 +40,8 @@ class Resources:
     sessionmaker: async_sessionmaker[AsyncSession] | None = None
     # Sessions for GET and HEAD, which only read: see ``store.engine.read_only``.
     read_sessionmaker: async_sessionmaker[AsyncSession] | None = None
+    # Frequent write transactions (sign-ups) queue here on SQLite: see ``WriteTurns``.
+    write_turns: WriteTurns | None = None
     queue: ArqRedis | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -79,6 +82,15 @@ async def get_session(request: Request, resources: ResourcesDep) -> AsyncIterato
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_write_turns(resources: ResourcesDep) -> WriteTurns:
+    if resources.write_turns is None:
+        raise RuntimeError("the database is not set up (the app's lifespan has not run)")
+    return resources.write_turns
+
+
+WriteTurnsDep = Annotated[WriteTurns, Depends(get_write_turns)]
 
 
 async def get_queue(resources: ResourcesDep) -> ArqRedis:

@@ -17,6 +17,7 @@ from pubwatch_notify.api.deps import (
     Resources,
     ResourcesDep,
     SessionDep,
+    WriteTurnsDep,
     client_ip,
     render,
     render_message,
@@ -27,6 +28,7 @@ from pubwatch_notify.api.routes.pages import (
     topic_page_context,
 )
 from pubwatch_notify.api.security import RateLimiter
+from pubwatch_notify.store.engine import WriteTurns
 from pubwatch_notify.store.models import Channel
 from pubwatch_notify.subscriptions import service
 from pubwatch_notify.subscriptions.addresses import address_hash
@@ -66,6 +68,7 @@ async def _subscribe(
     session: AsyncSession,
     limiter: RateLimiter,
     queue: ArqRedis,
+    turns: WriteTurns,
 ) -> Response:
     settings = resources.settings
     topic = resources.topics.get(slug)
@@ -130,9 +133,12 @@ async def _subscribe(
         settings.program_name,
         settings.consent_wording_version,
     )
-    result = await service.subscribe(
-        session, subscribe_request, hashed_address=hashed, wording=wording, ip=ip
-    )
+    # Its first query takes SQLite's write lock until the commit: concurrent sign-ups wait
+    # their turn in the process rather than in SQLite's busy handler (p99 ~1 s at 50 clients).
+    async with turns.turn():
+        result = await service.subscribe(
+            session, subscribe_request, hashed_address=hashed, wording=wording, ip=ip
+        )
     # Stored first, then queued: if Redis failed in between, the subscription waits as
     # pending and signing up again queues its confirmation.
     if result.needs_confirmation:
@@ -158,6 +164,7 @@ async def subscribe_on_topic_page(
     session: SessionDep,
     limiter: RateLimiterDep,
     queue: QueueDep,
+    turns: WriteTurnsDep,
 ) -> Response:
     return await _subscribe(
         request,
@@ -167,6 +174,7 @@ async def subscribe_on_topic_page(
         session=session,
         limiter=limiter,
         queue=queue,
+        turns=turns,
     )
 
 
@@ -178,6 +186,7 @@ async def subscribe_in_embed(
     session: SessionDep,
     limiter: RateLimiterDep,
     queue: QueueDep,
+    turns: WriteTurnsDep,
 ) -> Response:
     return await _subscribe(
         request,
@@ -187,4 +196,5 @@ async def subscribe_in_embed(
         session=session,
         limiter=limiter,
         queue=queue,
+        turns=turns,
     )
