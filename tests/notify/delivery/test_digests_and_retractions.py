@@ -7,8 +7,10 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select, update
 
 from pubwatch_notify.delivery import jobs
+from pubwatch_notify.store.models import Delivery, Subscription
 from tests.notify.delivery.helpers import (
     Clock,
     add_subscribers,
@@ -66,6 +68,47 @@ async def test_daily_and_weekly_digests_merge_events_into_one_message(
     weekly = [m for m in smtp_sink.messages if m.rcpt_tos == ["weekly0@example.org"]]
     assert "3 new studies" in weekly[0].message["Subject"]
     assert {row.status for row in await deliveries(sessions)} == {"sent"}
+    await engine.dispose()
+
+
+async def test_nothing_new_moves_the_date_on_and_a_digest_in_flight_is_left_alone(
+    tmp_path, database_url, redis_url, smtp_sink
+):
+    settings = make_settings(tmp_path, database_url, redis_url, smtp_url=smtp_sink.url)
+    engine, sessions = await migrated_sessions(settings)
+    # Digests go out at 08:00 local: 23:00 UTC the day before, in Tokyo.
+    daily = {"frequency": "daily", "timezone": "Asia/Tokyo"}
+    due = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
+    reader, busy = await add_subscribers(sessions, 2, next_digest_at=due, **daily)
+    # Wants trials only: the observational study below gives it nothing this period.
+    (idle,) = await add_subscribers(
+        sessions, 1, prefix="idle", min_level="rct", next_digest_at=due, **daily
+    )
+    clock = Clock(datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+
+    async with running_worker(settings, redis_url, clock) as worker:
+        await worker.enqueue(make_event("quiet", [article("811", "observational")]))
+        await worker.drain()
+        clock.now = datetime(2026, 11, 26, 0, 0, 30, tzinfo=UTC)  # 09:00 in Tokyo
+        async with sessions.begin() as session:
+            # Another job's claim, fresh: its digest may be on the wire right now.
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.subscription_id == busy)
+                .values(status="sending", claimed_at=clock.now)
+            )
+        await jobs.enqueue_due_digests(worker.ctx)
+        await worker.drain()
+
+    assert [m.rcpt_tos for m in smtp_sink.messages] == [["reader0@example.org"]]
+    async with sessions() as session:
+        rows = (await session.execute(select(Subscription.id, Subscription.next_digest_at))).all()
+    # Compared naive: SQLite gives the stored UTC time back without its zone.
+    dates = {sub_id: due_at.replace(tzinfo=None) for sub_id, due_at in rows if due_at}
+    next_due = datetime(2026, 11, 26, 23, 0)  # 08:00 tomorrow in Tokyo
+    assert dates[reader] == next_due
+    assert dates[idle] == next_due  # no message, the date moved on
+    assert dates[busy] == due.replace(tzinfo=None)  # its own job moves it
     await engine.dispose()
 
 

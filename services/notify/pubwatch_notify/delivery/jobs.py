@@ -22,6 +22,7 @@ from typing import Any
 from arq import Retry
 from arq.constants import job_key_prefix
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pubwatch_notify.delivery import claims
 from pubwatch_notify.delivery.fanout import (
@@ -44,8 +45,8 @@ from pubwatch_notify.delivery.runtime import Runtime, runtime_from
 from pubwatch_notify.delivery.sender import (
     BatchResult,
     BatchSender,
+    Recipient,
     SendOptions,
-    advance_digest,
     backoff_s,
     give_back_at_shutdown,
     group_by_subscription,
@@ -62,6 +63,7 @@ from pubwatch_notify.store.models import (
     Subscription,
     SubscriptionStatus,
 )
+from pubwatch_notify.subscriptions.schedule import next_digest_at
 from pubwatch_shared.queue import HANDLE_EVENT_JOB, NOTIFY_QUEUE, event_job_id
 
 log = logging.getLogger(__name__)
@@ -283,43 +285,68 @@ def _summary(result: BatchResult) -> dict[str, int]:
 async def send_digests(ctx: dict[str, Any], subscription_ids: list[int]) -> dict[str, int]:
     """One digest per due subscriber: their pending items, merged; then the next date."""
     runtime = runtime_from(ctx)
-    options = SendOptions(digest=True, release_status=DeliveryStatus.PENDING)
-    options.final_try = ctx.get("job_try", 1) >= runtime.settings.send_max_tries
-    sender = BatchSender(runtime, options)
-    total = BatchResult()
     now = runtime.clock()
-    async with runtime.sessions() as session:
-        recipients = await load_recipients(session, subscription_ids)
     due_ids = await _still_due(runtime, subscription_ids)
-    for sub_id in due_ids:
-        recipient = recipients.get(sub_id)
-        if recipient is None:
-            continue
-        async with runtime.sessions.begin() as session:
+    if not due_ids:
+        return {"sent": 0}
+    async with runtime.sessions() as session:
+        recipients = await load_recipients(session, due_ids)
+
+    async def claim_due() -> list[claims.ClaimedDelivery]:
+        # One claim for the whole page, not a transaction per subscriber (that was a fifth
+        # of a digest run's time): what this job does not get to send, the sender hands
+        # back as pending.
+        async with runtime.write_turns.turn(), runtime.sessions.begin() as session:
             claimed = await claims.claim(
                 session,
-                [Delivery.subscription_id == sub_id],
+                [Delivery.subscription_id.in_(due_ids)],
                 now,
                 stale_before(now, runtime.settings.send_job_timeout_s),
                 source_status=DeliveryStatus.PENDING,
             )
-            if not claimed:
-                in_flight = await session.scalar(
-                    select(Delivery.id)
-                    .where(
-                        Delivery.subscription_id == sub_id,
-                        Delivery.status == DeliveryStatus.SENDING.value,
-                    )
-                    .limit(1)
-                )
-                if in_flight is None:
-                    # Nothing new this period: just move the date on.
-                    await advance_digest(session, recipient, now)
-                continue
-        groups, _ = group_by_subscription(claimed, {sub_id: recipient})
-        total.add(await sender.send(groups))
-    _retry_if_needed(ctx, runtime, total)
-    return _summary(total)
+            with_items = {delivery.subscription_id for delivery in claimed}
+            await _advance_idle_digests(
+                session,
+                [recipients[i] for i in due_ids if i in recipients and i not in with_items],
+                now,
+            )
+        return claimed
+
+    claimed = await _claim(runtime, claim_due())
+    options = SendOptions(digest=True, release_status=DeliveryStatus.PENDING)
+    return await _send_claimed(ctx, runtime, claimed, options)
+
+
+async def _advance_idle_digests(
+    session: AsyncSession, idle: Sequence[Recipient], now: datetime
+) -> None:
+    """Nothing new this period for ``idle``: move their dates on (one UPDATE per frequency
+    and time zone, which share the next date), except for a subscriber whose digest another
+    job has in flight: that job moves it once it is settled."""
+    if not idle:
+        return
+    in_flight = set(
+        await session.scalars(
+            select(Delivery.subscription_id)
+            .distinct()
+            .where(
+                Delivery.subscription_id.in_([recipient.id for recipient in idle]),
+                Delivery.status == DeliveryStatus.SENDING.value,
+            )
+        )
+    )
+    by_schedule: dict[tuple[str, str], list[int]] = {}
+    for recipient in idle:
+        if recipient.id not in in_flight:
+            key = (recipient.frequency, recipient.timezone)
+            by_schedule.setdefault(key, []).append(recipient.id)
+    for (frequency, timezone), ids in by_schedule.items():
+        await session.execute(
+            update(Subscription)
+            .where(Subscription.id.in_(ids))
+            .values(next_digest_at=next_digest_at(frequency, timezone, now), last_digest_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def _still_due(runtime: Runtime, subscription_ids: Sequence[int]) -> list[int]:
