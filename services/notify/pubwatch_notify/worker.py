@@ -40,6 +40,7 @@ from pubwatch_notify.delivery.job_names import (
 from pubwatch_notify.delivery.ratelimit import RateLimiter
 from pubwatch_notify.delivery.runtime import RUNTIME_KEY, Runtime, read_topic_names
 from pubwatch_notify.delivery.sender import backoff_s
+from pubwatch_notify.delivery.sent_records import SentRecorder
 from pubwatch_notify.links import Links
 from pubwatch_notify.settings import NotifySettings
 from pubwatch_notify.store.engine import WriteTurns, make_engine, make_sessionmaker
@@ -179,6 +180,7 @@ def build_worker(
     async def on_startup(ctx: dict[str, Any]) -> None:
         engine = make_engine(settings.resolved_database_url)
         await upgrade_to_head(engine)
+        write_turns = WriteTurns(engine)
         ctx[RUNTIME_KEY] = Runtime(
             settings=settings,
             engine=engine,
@@ -189,7 +191,8 @@ def build_worker(
             links=Links(settings.public_url, TokenSigner(settings.secret_key)),
             clock=ctx.get(CLOCK_KEY, system_clock),
             topic_names=read_topic_names(settings),
-            write_turns=WriteTurns(engine),
+            write_turns=write_turns,
+            sent_records=SentRecorder(engine, write_turns),
         )
         # Liveness for `pubwatch notify check-worker` and /readyz, closed in on_shutdown.
         heartbeat = contextlib.AsyncExitStack()
@@ -216,6 +219,7 @@ def build_worker(
         runtime = ctx.pop(RUNTIME_KEY, None)
         if isinstance(runtime, Runtime):
             await runtime.channels.close()
+            await runtime.sent_records.close()
             await runtime.engine.dispose()
         log.info("notify worker stopped")
 

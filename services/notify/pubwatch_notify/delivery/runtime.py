@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from pubwatch_notify.channels.factory import Channels
 from pubwatch_notify.delivery.clock import Clock
 from pubwatch_notify.delivery.ratelimit import RateLimiter
+from pubwatch_notify.delivery.sent_records import SentRecorder
 from pubwatch_notify.links import Links
 from pubwatch_notify.settings import NotifySettings
 from pubwatch_notify.store.engine import WriteTurns
@@ -31,6 +32,8 @@ class Runtime:
     topic_names: dict[str, str]
     # Per-message writes (a send's outcome) queue here: see WriteTurns.
     write_turns: WriteTurns
+    # Accepted messages, recorded in commits shared by the worker's jobs.
+    sent_records: SentRecorder
 
     def topic_name(self, slug: str) -> str:
         return self.topic_names.get(slug) or slug.replace("-", " ").capitalize()

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from pubwatch_notify.channels.base import (
@@ -46,6 +46,7 @@ from pubwatch_notify.delivery.compose import EventCache, compose
 from pubwatch_notify.delivery.job_names import SEND_TO_SUBSCRIPTIONS_JOB, held_job_id
 from pubwatch_notify.delivery.policy import quiet_hours_end, weekly_cap_releases
 from pubwatch_notify.delivery.runtime import Runtime
+from pubwatch_notify.delivery.sent_records import SentRecord
 from pubwatch_notify.messages.content import MessageContent
 from pubwatch_notify.messages.email import (
     EmailRecipient,
@@ -239,9 +240,6 @@ class BatchSender:
         # subscribers of one event mostly get the same message but for their own links.
         self._contents: dict[ContentKey, _Prepared] = {}
         self._cap_releases: dict[int, datetime] = {}
-        # One pooled connection held for the batch's ``sent`` commits (no checkout, reset
-        # and checkin per message); no transaction stays open between messages.
-        self._sent_connection: AsyncConnection | None = None
 
     async def send(self, groups: list[Group]) -> BatchResult:
         result = BatchResult()
@@ -284,10 +282,6 @@ class BatchSender:
             )
             await asyncio.shield(give_back)
             raise
-        finally:
-            connection, self._sent_connection = self._sent_connection, None
-            if connection is not None:
-                await asyncio.shield(connection.close())
         return result
 
     @asynccontextmanager
@@ -295,11 +289,6 @@ class BatchSender:
         """A transaction for one message's outcome, taken in the process's write turn."""
         async with self.runtime.write_turns.turn(), self.runtime.sessions.begin() as session:
             yield session
-
-    async def _connection(self) -> AsyncConnection:
-        if self._sent_connection is None or self._sent_connection.closed:
-            self._sent_connection = await self.runtime.engine.connect()
-        return self._sent_connection
 
     async def _send_all(
         self,
@@ -490,16 +479,15 @@ class BatchSender:
 
     async def _sent(self, group: Group, provider_id: str, key: str, result: BatchResult) -> None:
         now = self.runtime.clock()
+        recipient = group.recipient
+        digest = None
         if self.options.digest:
-            async with self._writing() as session:
-                await claims.mark_sent(session, group.ids, provider_id, key, now)
-                await self._after_group(session, group, now)
-        else:
-            # The hot path: one small Core UPDATE on a connection, committed before the
-            # next message goes out (no ORM session per message).
-            connection = await self._connection()
-            async with self.runtime.write_turns.turn(), connection.begin():
-                await claims.mark_sent(connection, group.ids, provider_id, key, now)
+            digest = (recipient.id, next_digest_at(recipient.frequency, recipient.timezone, now))
+        # Committed (in a commit shared with the worker's other jobs) before this job sends
+        # its next message.
+        await self.runtime.sent_records.record(
+            SentRecord(tuple(group.ids), provider_id, key, now, digest)
+        )
         result.sent += len(group.ids)
 
     async def _transient(self, group: Group, exc: TransientSendError, result: BatchResult) -> None:
@@ -597,14 +585,25 @@ async def give_back_at_shutdown(
         )
 
 
-async def advance_digest(session: AsyncSession, recipient: Recipient, now: datetime) -> None:
+# Built once, like claims' mark-sent statement: it runs after every digest sent.
+_ADVANCE_DIGEST = (
+    update(Subscription)
+    .where(Subscription.id == bindparam("subscription_id"))
+    .values(next_digest_at=bindparam("next_at"), last_digest_at=bindparam("sent_at"))
+    .execution_options(synchronize_session=False)
+)
+
+
+async def advance_digest(
+    session: AsyncSession | AsyncConnection, recipient: Recipient, now: datetime
+) -> None:
     await session.execute(
-        update(Subscription)
-        .where(Subscription.id == recipient.id)
-        .values(
-            next_digest_at=next_digest_at(recipient.frequency, recipient.timezone, now),
-            last_digest_at=now,
-        )
+        _ADVANCE_DIGEST,
+        {
+            "subscription_id": recipient.id,
+            "next_at": next_digest_at(recipient.frequency, recipient.timezone, now),
+            "sent_at": now,
+        },
     )
 
 
