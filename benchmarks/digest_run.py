@@ -2,7 +2,7 @@
 waited for it, through a real notify worker process and a separate SMTP sink process,
 against a plain aiosmtplib loop over the same number of connections to the same sink.
 
-    uv run python -m benchmarks.digest_run [--quick] [--count N] [--profile]
+    uv run python -m benchmarks.digest_run [--quick] [--count N] [--profile RAW_FILE]
 
 The path is the product's own: the items reach the digests by fan-out (two events, so each
 digest merges two deliveries), then the digests are made due and the operator's
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import signal
 import subprocess
@@ -40,12 +39,14 @@ from sqlalchemy import case, distinct, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks.fanout_common import (
+    BASELINE_SAMPLE,
     CONNECTIONS,
     WORKER_CODE,
     _get,
     _post,
     percentile,
     rss_mb,
+    subscription_pages,
     terminating,
     worker_env,
 )
@@ -63,10 +64,10 @@ from tests.notify.delivery.helpers import OTHER_TOPIC, REPO_ROOT, TOPIC, article
 FULL_COUNT = 100_000
 QUICK_COUNT = 2_000
 # The plain loop's rate does not change with its length; a sample this size is enough.
-PLAIN_LOOP_SAMPLE_MAX = 20_000
-# Goal: the digests for 100k subscribers take at most 1.5x the plain loop's time for as many
-# messages, i.e. a rate ratio of at least 1 / 1.5.
-GOAL_TIME_FACTOR = 1.5
+PLAIN_LOOP_SAMPLE_MAX = BASELINE_SAMPLE
+# The issue sets no goal for digests; they are held to the fan-out's: at 100k, at least 0.5x
+# the plain loop's rate, i.e. at most twice its time for as many messages.
+GOAL_TIME_FACTOR = 2.0
 GOAL_COUNT = FULL_COUNT
 # Each digest merges one delivery per event: two, so the merge is part of what is measured.
 EVENTS = 2
@@ -98,26 +99,18 @@ async def seed_daily_subscribers(
     engine: AsyncEngine, count: int, topic: str, prefix: str, next_digest: datetime
 ) -> None:
     """``count`` confirmed daily email subscriptions to ``topic``, their next digest at
-    ``next_digest`` (fanout_common.seed makes immediate ones and sets no digest date)."""
-    now = datetime.now(UTC)
+    ``next_digest``."""
+    pages = subscription_pages(
+        count,
+        "email",
+        lambda n: address_of(prefix, n),
+        lambda n: f"{prefix}{n}",
+        topic=topic,
+        frequency="daily",
+        next_digest_at=next_digest,
+    )
     async with engine.begin() as connection:
-        for start in range(0, count, 5000):
-            rows = [
-                {
-                    "topic": topic,
-                    "channel": "email",
-                    "address": address_of(prefix, n),
-                    "address_hash": hashlib.sha256(f"{prefix}{n}".encode()).hexdigest(),
-                    "status": "confirmed",
-                    "frequency": "daily",
-                    "min_level": "other",
-                    "timezone": "UTC",
-                    "token_version": 1,
-                    "created_at": now,
-                    "next_digest_at": next_digest,
-                }
-                for n in range(start, min(start + 5000, count))
-            ]
+        for rows in pages:
             await connection.execute(insert(Subscription), rows)
 
 
@@ -268,37 +261,66 @@ class Profiler:
         return summarise_profile(self.output.read_text(), seconds)
 
 
+# The worker's event-loop thread (its stacks start in the ``-c`` code); py-spy counts a
+# thread blocked in C as busy, so its waits for I/O are told apart by their leaf. (The other
+# threads, aiosqlite's, mostly wait for their next statement the same way.)
+EVENT_LOOP_ROOT = "<module> (<string>)"
+EVENT_LOOP_IDLE = "EpollSelector.select (selectors.py)"
+# Frames every busy event-loop stack passes through: they say nothing about the cost.
+PLUMBING_FILES = ("(asyncio/", "(arq/worker.py)", "(<string>)", "(pubwatch_notify/worker.py)")
+
+
+def frame_package(frame: str) -> str:
+    """``f (sqlalchemy/orm/session.py)``: ``sqlalchemy``; ``f (selectors.py)``: ``selectors``."""
+    path = frame.rpartition("(")[2].rstrip(")")
+    return path.split("/")[0].removesuffix(".py")
+
+
 def summarise_profile(raw: str, seconds: float) -> dict[str, Any]:
-    """Top functions by own time and by time including callees, as shares of the samples
-    in which the worker was busy (py-spy leaves out idle threads by default)."""
-    own: Counter[str] = Counter()
-    including: Counter[str] = Counter()
-    total = 0
+    """Where the worker's event-loop thread spends its busy time: own time by package, top
+    functions by own time and including callees, as shares of its busy samples."""
+    busy: list[tuple[list[str], int]] = []
+    loop_samples = 0
     for line in raw.splitlines():
         stack, _, samples_text = line.rpartition(" ")
-        if not stack or not samples_text.isdigit():
+        if not stack.strip() or not samples_text.isdigit():
             continue
-        samples = int(samples_text)
-        frames = stack.split(";")
-        total += samples
+        frames, samples = stack.split(";"), int(samples_text)
+        if frames[0] == EVENT_LOOP_ROOT:
+            loop_samples += samples
+            if frames[-1] != EVENT_LOOP_IDLE:
+                busy.append((frames, samples))
+    busy_total = sum(samples for _, samples in busy)
+    own: Counter[str] = Counter()
+    own_by_package: Counter[str] = Counter()
+    including: Counter[str] = Counter()
+    for frames, samples in busy:
         own[frames[-1]] += samples
+        own_by_package[frame_package(frames[-1])] += samples
         for frame in set(frames):
-            including[frame] += samples
+            if not any(part in frame for part in PLUMBING_FILES):
+                including[frame] += samples
 
-    def top(counter: Counter[str]) -> list[dict[str, Any]]:
+    def shares(counter: Counter[str], top: int) -> list[dict[str, Any]]:
         return [
-            {"function": frame, "share": round(samples / total, 3)}
-            for frame, samples in counter.most_common(PROFILE_TOP)
+            {"function": name, "share": round(samples / busy_total, 3)}
+            for name, samples in counter.most_common(top)
         ]
 
-    possible = seconds * PROFILE_RATE_HZ
     return {
         "seconds": round(seconds, 1),
-        "busy_samples": total,
-        # Near 1: the worker's one thread is busy all the time (CPU-bound on this machine).
-        "busy_share": round(total / possible, 2) if possible else None,
-        "top_own": top(own) if total else [],
-        "top_including_callees": top(including) if total else [],
+        "rate_hz": PROFILE_RATE_HZ,
+        # Near 1: the event loop never waits for I/O, the worker is CPU-bound.
+        "event_loop_busy_share": round(busy_total / loop_samples, 2) if loop_samples else None,
+        "shares_of": f"{busy_total} busy event-loop samples",
+        "own_by_package": [
+            {"package": name, "share": round(samples / busy_total, 3)}
+            for name, samples in own_by_package.most_common(PROFILE_TOP)
+        ]
+        if busy_total
+        else [],
+        "top_own": shares(own, PROFILE_TOP) if busy_total else [],
+        "top_including_callees": shares(including, 2 * PROFILE_TOP) if busy_total else [],
     }
 
 
@@ -488,6 +510,28 @@ async def job_summary(pool: ArqRedis) -> dict[str, Any]:
     }
 
 
+def correctness_problems(digest_run: dict[str, Any], count: int) -> list[str]:
+    """What went wrong, if anything: every subscriber gets exactly one digest holding all
+    their items, nothing is refused, and each schedule moves on to the next day."""
+    store = digest_run["store"]
+    checks = {
+        f"{digest_run['digests']} of {count} digests arrived": digest_run["complete"],
+        f"{digest_run['duplicates']} recipients got more than one": not digest_run["duplicates"],
+        f"{digest_run['refused']} refused by the sink": not digest_run["refused"],
+        f"recipients {digest_run['recipients']}": not any(digest_run["recipients"].values()),
+        f"{store['all_items_sent_in_one_message']} of {count} had all items in one message": (
+            store["all_items_sent_in_one_message"] == count
+        ),
+        f"{store['next_digest_moved_on']} of {count} schedules moved on": (
+            store["next_digest_moved_on"] == count
+        ),
+        f"sample bodies: {digest_run['sample_bodies']['problems']}": (
+            digest_run["sample_bodies"]["complete"]
+        ),
+    }
+    return [problem for problem, passed in checks.items() if not passed]
+
+
 def time_ratio_goal(digest_seconds: float, plain_seconds_for_count: float) -> dict[str, Any]:
     return {
         "statement": (
@@ -498,6 +542,21 @@ def time_ratio_goal(digest_seconds: float, plain_seconds_for_count: float) -> di
         "time_factor": round(digest_seconds / plain_seconds_for_count, 2),
         "met": digest_seconds <= GOAL_TIME_FACTOR * plain_seconds_for_count,
     }
+
+
+def product_version() -> str:
+    """The commit the worker ran, ``+dirty`` when the product's files had uncommitted edits:
+    the code under measurement can change between runs on a shared working tree."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    edited = subprocess.run(
+        ["git", "status", "--porcelain", "--", "services", "shared"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{commit or 'unknown'}{'+dirty' if edited else ''}"
 
 
 class PhaseClock:
@@ -544,6 +603,7 @@ async def run_async(count: int, profile_to: Path | None = None) -> dict[str, Any
             )
             try:
                 phases.start("worker_start")
+                version = product_version()
                 worker = start_worker({**env, "PUBWATCH_SMTP_URL": smtp_url})
                 with terminating(worker, 60):
                     await wait_until_live(pool, worker)
@@ -586,7 +646,29 @@ async def run_async(count: int, profile_to: Path | None = None) -> dict[str, Any
     latencies = [item["received_at"] - digest.started_wall for item in received]
     digests_per_s = digest.accepted / digest_s
     plain_seconds_for_count = count / plain["deliveries_per_s"]
+    digest_run = {
+        "trigger": digest.trigger,
+        "complete": digest.accepted >= count,
+        "digests": digest.accepted,
+        "seconds": round(digest_s, 2),
+        "digests_per_s": round(digests_per_s, 1),
+        "p50_s": round(percentile(latencies, 0.5), 2),
+        "p99_s": round(percentile(latencies, 0.99), 2),
+        "worker_peak_rss_mb": rss_mb(digest.worker_peak_rss),
+        # Near ``seconds``: the worker is CPU-bound; far below: it waits (sink, locks).
+        "worker_cpu_s": digest.worker_cpu_s,
+        "sink_cpu_s": digest.sink_cpu_s,
+        "duplicates": stats["recipients"]["more_than_one"],
+        "refused": stats["refused"],
+        "recipients": recipients_check(received, count),
+        "store": store,
+        "sample_bodies": bodies,
+        "jobs": jobs,
+        "profiled": digest.profile is not None,
+    }
+    problems = correctness_problems(digest_run, count)
     return {
+        "product_version": version,
         "subscribers": count,
         "events_per_digest": EVENTS,
         "connections": CONNECTIONS,
@@ -598,28 +680,13 @@ async def run_async(count: int, profile_to: Path | None = None) -> dict[str, Any
             "worker_peak_rss_mb": rss_mb(fanout.worker_peak_rss),
             "worker_cpu_s": fanout.worker_cpu_s,
         },
-        "digest_run": {
-            "trigger": digest.trigger,
-            "complete": digest.accepted >= count,
-            "digests": digest.accepted,
-            "seconds": round(digest_s, 2),
-            "digests_per_s": round(digests_per_s, 1),
-            "p50_s": round(percentile(latencies, 0.5), 2),
-            "p99_s": round(percentile(latencies, 0.99), 2),
-            "worker_peak_rss_mb": rss_mb(digest.worker_peak_rss),
-            # Near ``seconds``: the worker is CPU-bound; far below: it waits (sink, locks).
-            "worker_cpu_s": digest.worker_cpu_s,
-            "sink_cpu_s": digest.sink_cpu_s,
-            "duplicates": stats["recipients"]["more_than_one"],
-            "refused": stats["refused"],
-            "recipients": recipients_check(received, count),
-            "store": store,
-            "sample_bodies": bodies,
-            "jobs": jobs,
-            "profiled": digest.profile is not None,
-        },
+        "digest_run": digest_run,
+        "correct": not problems,
+        "problems": problems,
         "plain_loop": {
             "sample": True,
+            "note": f"the baseline is a sample of min(N, {PLAIN_LOOP_SAMPLE_MAX:,}) messages; "
+            "its rate is extrapolated to N",
             "messages": plain_count,
             "seconds": phases.seconds["plain_loop"],
             "deliveries_per_s": plain["deliveries_per_s"],
@@ -655,7 +722,8 @@ def table_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{count:,} daily digests",
             f"{digest['digests_per_s']}/s, {digest['seconds']} s, p50 {digest['p50_s']} s, "
             f"p99 {digest['p99_s']} s, RSS {digest['worker_peak_rss_mb']} MB, "
-            f"{digest['duplicates']} duplicates",
+            f"{digest['duplicates']} duplicates"
+            + ("" if figures["correct"] else f", PROBLEMS: {'; '.join(figures['problems'])}"),
             f"plain {plain['deliveries_per_s']}/s (sample of {plain['messages']:,}), "
             f"ratio {figures['ratio']}",
         ),

@@ -75,6 +75,38 @@ def terminating(process: subprocess.Popen[str], wait_s: float = 30) -> Iterator[
         process.wait(wait_s)
 
 
+def subscription_pages(
+    count: int,
+    channel: str,
+    address: Callable[[int], str],
+    hashed: Callable[[int], str],
+    *,
+    topic: str = TOPIC,
+    frequency: str = "immediate",
+    next_digest_at: datetime | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Rows of ``count`` confirmed subscriptions, 5,000 at a time; subscriber ``n`` has
+    ``address(n)``, hashed from ``hashed(n)``."""
+    now = datetime.now(UTC)
+    for start in range(0, count, 5000):
+        yield [
+            {
+                "topic": topic,
+                "channel": channel,
+                "address": address(n),
+                "address_hash": hashlib.sha256(hashed(n).encode()).hexdigest(),
+                "status": "confirmed",
+                "frequency": frequency,
+                "min_level": "other",
+                "timezone": "UTC",
+                "token_version": 1,
+                "created_at": now,
+                "next_digest_at": next_digest_at,
+            }
+            for n in range(start, min(start + 5000, count))
+        ]
+
+
 async def seed(
     database_url: str,
     count: int,
@@ -83,27 +115,11 @@ async def seed(
     hashed: Callable[[int], str],
 ) -> None:
     """Migrate ``database_url`` and add ``count`` confirmed, immediate subscriptions to
-    ``TOPIC`` on ``channel``; subscriber ``n`` has ``address(n)``, hashed from ``hashed(n)``."""
+    ``TOPIC`` on ``channel``."""
     engine = make_engine(database_url)
     await upgrade_to_head(engine)
-    now = datetime.now(UTC)
     async with engine.begin() as connection:
-        for start in range(0, count, 5000):
-            rows = [
-                {
-                    "topic": TOPIC,
-                    "channel": channel,
-                    "address": address(n),
-                    "address_hash": hashlib.sha256(hashed(n).encode()).hexdigest(),
-                    "status": "confirmed",
-                    "frequency": "immediate",
-                    "min_level": "other",
-                    "timezone": "UTC",
-                    "token_version": 1,
-                    "created_at": now,
-                }
-                for n in range(start, min(start + 5000, count))
-            ]
+        for rows in subscription_pages(count, channel, address, hashed):
             await connection.execute(insert(Subscription), rows)
     await engine.dispose()
 
