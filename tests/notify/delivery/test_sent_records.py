@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from sqlalchemy import event, select, text
+from sqlalchemy import Engine, event, select, text
 
 from pubwatch_notify.delivery.sent_records import SentRecord, SentRecorder
 from pubwatch_notify.store.engine import WriteTurns
@@ -47,7 +47,8 @@ async def test_records_arriving_together_share_a_commit_and_each_waits_for_it(
         nonlocal commits
         commits += 1
 
-    event.listen(engine.sync_engine, "commit", count_commit)
+    # Every engine: on SQLite the recorder commits through a blocking engine of its own.
+    event.listen(Engine, "commit", count_commit)
     recorder = SentRecorder(engine, WriteTurns(engine))
     next_at = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
     committed_when_returned: list[bool] = []
@@ -71,6 +72,7 @@ async def test_records_arriving_together_share_a_commit_and_each_waits_for_it(
         await asyncio.gather(*(send_and_record(d, s) for d, s in rows))
     finally:
         await recorder.close()
+        event.remove(Engine, "commit", count_commit)
     assert committed_when_returned == [True] * 8
     assert 1 <= commits < 8  # eight records, fewer commits
     async with sessions() as session:

@@ -12,10 +12,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession  # re-exported
+from sqlalchemy.pool import NullPool
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -72,6 +73,21 @@ def make_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(full, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def blocking_sqlite_engine(engine: AsyncEngine) -> Engine | None:
+    """For a SQLite ``engine``, a plain (blocking) engine on the same file, with the same
+    pragmas and ``BEGIN IMMEDIATE``: a transaction run whole in a thread through it costs one
+    hop to that thread, where the async driver hops to its thread for every cursor,
+    statement and commit (each hop waiting for a busy event loop). None for PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return None
+    blocking = create_engine(
+        engine.url.set(drivername="sqlite"), connect_args={"timeout": 30}, poolclass=NullPool
+    )
+    event.listen(blocking, "connect", _sqlite_pragmas)
+    event.listen(blocking, "begin", _sqlite_begin)
+    return blocking
 
 
 def read_only(engine: AsyncEngine) -> AsyncEngine:
