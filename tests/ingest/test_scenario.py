@@ -134,3 +134,28 @@ async def test_many_new_articles_are_chunked_with_stable_ids(
     assert sorted(len(e.items) for e in new) == [2, 4, 4]
     assert len(announcements(new, "evidence.new")) == 10
     assert fake.count("efetch") == 1 + 2, "batches of at most efetch_batch_size"
+
+
+async def test_efetches_start_while_later_topics_are_still_searched(
+    keyed_eutils: FakeEutils, make_poller, redis_url: str
+) -> None:
+    fake = keyed_eutils
+    topics = [Topic(f"topic-{n}", f"Topic {n}", f'"condition {n}"') for n in range(4)]
+    old = date.today() - timedelta(days=400)
+    for n, topic in enumerate(topics):
+        articles = [make_article(str(5000 + 10 * n + k), entry_date=old) for k in range(5)]
+        fake.add_articles(articles, [topic.query])
+    # A shared article: fetched once although two topics find it.
+    fake.add_article(make_article("5999", entry_date=old), [topics[0].query, topics[3].query])
+    poller = await make_poller(fake, topics, ncbi_api_key=TEST_API_KEY, efetch_batch_size=5)
+
+    reports = await poller.poll(topics)
+
+    assert [r.status for r in reports] == ["baseline"] * 4
+    endpoints = [record.endpoint for record in fake.requests]
+    last_search = max(i for i, endpoint in enumerate(endpoints) if endpoint == "esearch")
+    assert endpoints.index("efetch") < last_search, "fetching overlaps the searches"
+    fetched = _efetched_ids(fake)
+    assert sorted(fetched) == sorted(set(fetched)), "each article fetched once"
+    assert len(fetched) == 21
+    assert len(announcements(queued_events(redis_url), "evidence.baseline")) == 22

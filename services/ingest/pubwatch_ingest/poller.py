@@ -7,8 +7,9 @@ For each batch of topics (``topics_per_batch``) the poller
 2. finishes any outbox a killed poller left behind (see :mod:`pubwatch_ingest.state`);
 3. searches each topic by entry date from its watermark minus the overlap window (the first
    poll searches everything: the baseline), and, when due, for retracted articles;
-4. fetches the new PMIDs of all the batch's topics together, each once, in efetch batches,
-   reusing articles another topic fetched moments ago (the shared article cache);
+4. fetches the new PMIDs of all the batch's topics together, each once, in efetch batches
+   started while the searches go on (see :mod:`pubwatch_ingest.fetching`), reusing articles
+   another topic fetched moments ago (the shared article cache);
 5. per topic: builds the events (ids derived from their content), writes them and the state
    change to the outbox, enqueues them on the notify queue, then applies the state change.
 
@@ -32,6 +33,7 @@ from pubwatch_ingest.articles import Article
 from pubwatch_ingest.errors import EutilsError
 from pubwatch_ingest.eutils import EutilsClient, SearchResult, eutils_date
 from pubwatch_ingest.evidence import RETRACTED_TYPE
+from pubwatch_ingest.fetching import ArticleStream, Progress
 from pubwatch_ingest.opsmetrics import IngestMetrics
 from pubwatch_ingest.settings import IngestSettings
 from pubwatch_ingest.state import ArticleCache, LockLostError, StateChange, TopicState
@@ -40,9 +42,6 @@ from pubwatch_shared.queue import enqueue_event
 from pubwatch_shared.topics import Topic
 
 log = logging.getLogger("pubwatch.ingest")
-
-# progress(stage, done, total): "fetch" while efetch batches arrive.
-Progress = Callable[[str, int, int], None]
 
 
 def retraction_term(query: str) -> str:
@@ -191,19 +190,27 @@ class Poller:
         progress: Progress | None,
     ) -> None:
         plans: list[_Plan] = []
-        for topic, state, report in owned:
-            try:
-                if not dry_run:
-                    report.recovered_events = await self._finish_outbox(state)
-                plans.append(await self._plan(topic, state, report))
-            except (EutilsError, LockLostError) as exc:
-                self._fail(report, exc)
+        stream = ArticleStream(self.client, self.cache, self.settings.efetch_batch_size, progress)
         try:
-            articles = await self._fetch(plans, progress)
+            for topic, state, report in owned:
+                try:
+                    if not dry_run:
+                        report.recovered_events = await self._finish_outbox(state)
+                    plan = await self._plan(topic, state, report)
+                except (EutilsError, LockLostError) as exc:
+                    self._fail(report, exc)
+                    continue
+                plans.append(plan)
+                await stream.add(plan.new_pmids, plan.retraction_pmids)
+            articles = await stream.finish()
         except EutilsError as exc:
-            for plan in plans:
-                self._fail(plan.report, exc)
+            # An efetch failed: no topic of the batch commits anything.
+            for _, _, report in owned:
+                if report.status != "failed":
+                    self._fail(report, exc)
             return
+        finally:
+            await stream.cancel()
         for plan in plans:
             try:
                 await self._announce(plan, articles, dry_run=dry_run)
@@ -287,23 +294,6 @@ class Poller:
         ):
             return False
         return await state.has_announced()
-
-    async def _fetch(self, plans: list[_Plan], progress: Progress | None) -> dict[str, Article]:
-        """Every article the plans need, each fetched at most once."""
-        wanted = list(dict.fromkeys(pmid for plan in plans for pmid in plan.new_pmids))
-        refresh = list(dict.fromkeys(pmid for plan in plans for pmid in plan.retraction_pmids))
-        cached = await self.cache.get_many([p for p in wanted if p not in set(refresh)])
-        to_fetch = [p for p in wanted if p not in cached and p not in set(refresh)] + refresh
-        if not to_fetch:
-            return cached
-
-        def on_batch(done: int, total: int) -> None:
-            if progress is not None:
-                progress("fetch", done, total)
-
-        fetched = await self.client.fetch_articles(to_fetch, on_batch=on_batch)
-        await self.cache.put_many(list(fetched.values()))
-        return cached | fetched
 
     async def _announce(self, plan: _Plan, articles: dict[str, Article], *, dry_run: bool) -> None:
         report = plan.report
