@@ -4,7 +4,7 @@ exactly the people who received the article, whatever their threshold or frequen
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -142,4 +142,40 @@ async def test_a_retraction_reaches_exactly_those_who_received_the_article(
     message = smtp_sink.messages[0].message
     assert message["Subject"].startswith("Correction: a study on Indolent systemic mastocytosis")
     assert "was retracted" in message.get_body(preferencelist=("plain",)).get_content()
+    await engine.dispose()
+
+
+async def test_a_dead_jobs_digest_claim_goes_back_to_the_digest_not_to_a_message_of_its_own(
+    tmp_path, database_url, redis_url, smtp_sink
+):
+    settings = make_settings(tmp_path, database_url, redis_url, smtp_url=smtp_sink.url)
+    engine, sessions = await migrated_sessions(settings)
+    due = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    (daily,) = await add_subscribers(
+        sessions, 1, prefix="daily", frequency="daily", next_digest_at=due
+    )
+    clock = Clock(datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+
+    async with running_worker(settings, redis_url, clock) as worker:
+        await worker.enqueue(make_event("d1", [article("821", "rct")]))
+        await worker.drain()
+        async with sessions.begin() as session:
+            # Claimed by a digest job that died an hour ago (its claim is stale).
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.subscription_id == daily)
+                .values(status="sending", claimed_at=clock.now - timedelta(hours=1))
+            )
+        await jobs.sweep(worker.ctx)
+        await worker.drain()
+        assert smtp_sink.messages == []
+        assert {row.status for row in await deliveries(sessions)} == {"pending"}
+
+        clock.now = due + timedelta(seconds=30)
+        await jobs.enqueue_due_digests(worker.ctx)
+        await worker.drain()
+
+    assert [m.rcpt_tos for m in smtp_sink.messages] == [["daily0@example.org"]]
+    assert smtp_sink.messages[0].message["Subject"].startswith("Your daily PubWatch digest")
+    assert {row.status for row in await deliveries(sessions)} == {"sent"}
     await engine.dispose()

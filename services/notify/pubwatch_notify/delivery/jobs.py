@@ -398,7 +398,8 @@ async def enqueue_due_digests(ctx: dict[str, Any]) -> int:
 async def sweep(ctx: dict[str, Any]) -> int:
     """Cron, each minute: nothing waits forever.
 
-    Claims gone stale (their job died) go back to ``queued``, due at once; queued
+    Claims gone stale (their job died) go back to ``queued``, due at once (a digest
+    subscriber's to ``pending``, for their next digest run); queued
     deliveries that are due and have no job coming (held ones now due, ones a cancelled
     job handed back, or a lost job's) get one; an event stored but never fanned out (its
     ``handle_event`` was never queued, or gave up) is handed to ``handle_event`` again.
@@ -418,13 +419,29 @@ async def recover_at_startup(runtime: Runtime) -> int:
 async def sweep_now(runtime: Runtime, run: str) -> int:
     """One sweep; ``run`` makes its job ids (the same run queues each job once)."""
     now = runtime.clock()
+    stale = (
+        Delivery.status == DeliveryStatus.SENDING.value,
+        Delivery.claimed_at < stale_before(now, runtime.settings.send_job_timeout_s),
+    )
     async with runtime.sessions.begin() as session:
+        # A digest's items wait for the subscriber's next digest run (their date did not
+        # move, so that is the next minute's cron), not for a message of their own.
         await session.execute(
             update(Delivery)
             .where(
-                Delivery.status == DeliveryStatus.SENDING.value,
-                Delivery.claimed_at < stale_before(now, runtime.settings.send_job_timeout_s),
+                *stale,
+                Delivery.subscription_id.in_(
+                    select(Subscription.id).where(
+                        Subscription.frequency != Frequency.IMMEDIATE.value
+                    )
+                ),
             )
+            .values(status=DeliveryStatus.PENDING.value, claimed_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(Delivery)
+            .where(*stale)
             # Due now: queued again below in this same sweep, not two minutes later.
             .values(status=DeliveryStatus.QUEUED.value, claimed_at=None, not_before=now)
             .execution_options(synchronize_session=False)
