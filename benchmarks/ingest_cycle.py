@@ -17,11 +17,9 @@ cycle with new articles, and compares
 It also measures articles parsed per second with ``Bio.Entrez.read`` (and with PubWatch's
 full article reading on top) on a realistic 200-record efetch answer.
 
-Full mode runs 10, 100 and 1,000 topics, the last with its baseline cycle only (see
-``BASELINE_ONLY_SIZES``); quick mode runs 10 and 100. ``run(quick)`` returns the figures
-keyed by topic count, ``table_rows(figures)`` the summary rows;
-``python -m benchmarks.ingest_cycle [--quick] [--sizes 10,100] [--all-cycles] [--json]``
-prints them.
+Full mode runs 10, 100 and 1,000 topics; quick mode runs 10 and 100. ``run(quick)``
+returns the figures keyed by topic count, ``table_rows(figures)`` the summary rows;
+``python -m benchmarks.ingest_cycle [--quick] [--sizes 10,100] [--json]`` prints them.
 """
 
 from __future__ import annotations
@@ -59,14 +57,6 @@ EFETCH_BATCH_SIZE = 200  # PMIDs per efetch, the most NCBI advises (and the inge
 
 FULL_SIZES = (10, 100, 1_000)
 QUICK_SIZES = (10, 100)
-# 1,000 topics take 1,000 esearches per cycle, 100 s at the rate limit. The new-articles
-# cycle there (106-110 s measured) would take the full ingest run (195-202 s without it)
-# to its 5-minute budget or past, so full mode measures the baseline cycle only there.
-BASELINE_ONLY_SIZES = frozenset({1_000})
-BASELINE_ONLY_REASON = (
-    "not run in full mode (5-minute budget); "
-    "`python -m benchmarks.ingest_cycle --sizes 1000 --all-cycles` runs it"
-)
 
 ARTICLES_PER_TOPIC = 60
 # A fifth of each topic's hits also belong to a neighbouring topic (a ring of topics), and
@@ -141,7 +131,7 @@ def _add_new_articles(fake: FakeEutils, topics: list[Topic]) -> None:
             )
 
 
-async def _measure_size(n_topics: int, both_cycles: bool) -> dict[str, Any]:
+async def _measure_size(n_topics: int) -> dict[str, Any]:
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -162,11 +152,8 @@ async def _measure_size(n_topics: int, both_cycles: bool) -> dict[str, Any]:
         figures: dict[str, Any] = {}
         try:
             figures["baseline_cycle"] = await _cycle(poller, topics, fake)
-            if both_cycles:
-                _add_new_articles(fake, topics)
-                figures["new_articles_cycle"] = await _cycle(poller, topics, fake)
-            else:
-                figures["new_articles_cycle_skipped"] = BASELINE_ONLY_REASON
+            _add_new_articles(fake, topics)
+            figures["new_articles_cycle"] = await _cycle(poller, topics, fake)
         finally:
             await poller.client.aclose()
             await pool.aclose()
@@ -204,22 +191,15 @@ def _parse_rate(repeats: int) -> dict[str, Any]:
     }
 
 
-def run(
-    quick: bool, sizes: Sequence[int] | None = None, all_cycles: bool = False
-) -> dict[str, Any]:
-    """Figures per topic count, and the parse rate.
-
-    ``sizes`` replaces the mode's topic counts; ``all_cycles`` runs the new-articles cycle
-    at the ``BASELINE_ONLY_SIZES`` too.
-    """
+def run(quick: bool, sizes: Sequence[int] | None = None) -> dict[str, Any]:
+    """Figures per topic count (``sizes`` replaces the mode's), and the parse rate."""
     chosen = sizes or (QUICK_SIZES if quick else FULL_SIZES)
     # Parsing first, in a process that has not yet held a thousand topics' articles.
     parse = _parse_rate(repeats=5 if quick else 15)
     by_size: dict[str, Any] = {}
     for n_topics in chosen:
-        both_cycles = all_cycles or n_topics not in BASELINE_ONLY_SIZES
         # Keys are strings already, as they will be in results.json.
-        by_size[str(n_topics)] = asyncio.run(_measure_size(n_topics, both_cycles))
+        by_size[str(n_topics)] = asyncio.run(_measure_size(n_topics))
     return {
         "sizes": by_size,
         "parse": parse,
@@ -256,8 +236,6 @@ def table_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             name = f"{int(count):,} topics, {label}"
             if key in size:
                 rows.append(_cycle_row(name, size[key]))
-            elif f"{key}_skipped" in size:
-                rows.append(("ingest", name, "not run", size[f"{key}_skipped"]))
     parse = figures.get("parse")
     if parse:
         parse_ratio = parse["entrez_read_articles_per_s"] / parse["records_per_s_at_rate_limit"]
@@ -293,15 +271,10 @@ def main() -> None:
     parser.add_argument(
         "--sizes", type=_topic_counts, default=None, help="topic counts instead, e.g. 10,100"
     )
-    parser.add_argument(
-        "--all-cycles",
-        action="store_true",
-        help="the new-articles cycle at 1,000 topics too (about 2 more minutes)",
-    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     started = time.monotonic()
-    figures = run(args.quick, sizes=args.sizes, all_cycles=args.all_cycles)
+    figures = run(args.quick, sizes=args.sizes)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
