@@ -50,9 +50,14 @@ def draw(results: dict[str, Any]) -> list[Path]:
         counts, notify, plain, _ = _series(sizes)
         ax.plot(counts, notify, marker="o", label=f"PubWatch {channel}")
         ax.plot(counts, plain, marker="x", linestyle="--", label=f"plain loop {channel}")
+        prebuilt = [sizes[str(n)].get("prebuilt_loop", {}).get("deliveries_per_s") for n in counts]
+        if all(rate is not None for rate in prebuilt):
+            label = f"prebuilt-bytes loop {channel}"
+            ax.plot(counts, prebuilt, marker="+", linestyle=":", label=label)
     ax.set(xscale="log", xlabel="subscribers", ylabel="deliveries per second")
+    ax.set_ylim(bottom=0)
     ax.set_title(f"Fan-out rate ({results.get('mode', '?')} run, {results.get('date', '')})")
-    ax.legend()
+    ax.legend(loc="center right", fontsize="small")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(RATE_PLOT, dpi=110)
