@@ -1,5 +1,6 @@
 """Write turns: on SQLite the process's per-message transactions go one at a time, queued
-in the process instead of polling in SQLite's busy handler; on PostgreSQL they overlap."""
+in the process instead of polling in SQLite's busy handler; on PostgreSQL they overlap. The
+blocking engine the sent records commit through exists for a SQLite file only."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 from sqlalchemy import text
 
-from pubwatch_notify.store.engine import WriteTurns, make_engine
+from pubwatch_notify.store.engine import WriteTurns, blocking_sqlite_engine, make_engine
 
 
 async def _overlaps(database_url: str) -> int:
@@ -46,3 +47,10 @@ async def test_sqlite_writers_take_turns(sqlite_url: str) -> None:
 
 async def test_postgres_writers_do_not_wait_for_each_other(postgres_url: str) -> None:
     assert await _overlaps(postgres_url) == 4
+
+
+def test_a_blocking_engine_only_for_a_sqlite_file(sqlite_url: str) -> None:
+    assert blocking_sqlite_engine(make_engine(sqlite_url)) is not None
+    # A second engine on an in-memory database would write to a database of its own.
+    assert blocking_sqlite_engine(make_engine("sqlite:///:memory:")) is None
+    assert blocking_sqlite_engine(make_engine("postgresql://pubwatch@db.invalid/x")) is None

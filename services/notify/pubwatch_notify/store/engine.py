@@ -79,8 +79,9 @@ def blocking_sqlite_engine(engine: AsyncEngine) -> Engine | None:
     """For a SQLite ``engine``, a plain (blocking) engine on the same file, with the same
     pragmas and ``BEGIN IMMEDIATE``: a transaction run whole in a thread through it costs one
     hop to that thread, where the async driver hops to its thread for every cursor,
-    statement and commit (each hop waiting for a busy event loop). None for PostgreSQL."""
-    if engine.dialect.name != "sqlite":
+    statement and commit (each hop waiting for a busy event loop). None for PostgreSQL, and
+    for an in-memory database (a second engine would open a database of its own)."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
         return None
     blocking = create_engine(
         engine.url.set(drivername="sqlite"), connect_args={"timeout": 30}, poolclass=NullPool
