@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import and_, or_, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pubwatch_notify.store.models import Delivery, DeliveryStatus
 
@@ -75,7 +75,7 @@ async def claim(
 
 
 async def _update(
-    session: AsyncSession | AsyncConnection,
+    session: AsyncSession,
     ids: Iterable[int],
     _where: Any = None,
     **values: Any,
@@ -90,42 +90,6 @@ async def _update(
             .where(*conditions)
             .values(**values)
             .execution_options(synchronize_session=False)
-        )
-
-
-# Built once: the statement run after every accepted message (SQLAlchemy then reuses its
-# compiled form instead of building and hashing a new statement each time).
-_MARK_SENT = (
-    update(Delivery)
-    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        status=DeliveryStatus.SENT.value,
-        sent_at=bindparam("sent_at"),
-        provider_id=bindparam("provider_id"),
-        message_key=bindparam("message_key"),
-        last_error=None,
-    )
-    .execution_options(synchronize_session=False)
-)
-
-
-async def mark_sent(
-    session: AsyncSession | AsyncConnection,
-    ids: Iterable[int],
-    provider_id: str,
-    message_key: str,
-    now: datetime,
-) -> None:
-    id_list = list(ids)
-    if id_list:
-        await session.execute(
-            _MARK_SENT,
-            {
-                "ids": id_list,
-                "sent_at": now,
-                "provider_id": provider_id[:100],
-                "message_key": message_key[:100],
-            },
         )
 
 

@@ -27,8 +27,8 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pubwatch_notify.channels.base import (
     EmailChannel,
@@ -585,25 +585,14 @@ async def give_back_at_shutdown(
         )
 
 
-# Built once, like claims' mark-sent statement: it runs after every digest sent.
-_ADVANCE_DIGEST = (
-    update(Subscription)
-    .where(Subscription.id == bindparam("subscription_id"))
-    .values(next_digest_at=bindparam("next_at"), last_digest_at=bindparam("sent_at"))
-    .execution_options(synchronize_session=False)
-)
-
-
-async def advance_digest(
-    session: AsyncSession | AsyncConnection, recipient: Recipient, now: datetime
-) -> None:
+async def advance_digest(session: AsyncSession, recipient: Recipient, now: datetime) -> None:
     await session.execute(
-        _ADVANCE_DIGEST,
-        {
-            "subscription_id": recipient.id,
-            "next_at": next_digest_at(recipient.frequency, recipient.timezone, now),
-            "sent_at": now,
-        },
+        update(Subscription)
+        .where(Subscription.id == recipient.id)
+        .values(
+            next_digest_at=next_digest_at(recipient.frequency, recipient.timezone, now),
+            last_digest_at=now,
+        )
     )
 
 
